@@ -1,0 +1,113 @@
+"""The ``wstrio`` command: ``serve`` and ``check``.
+
+Exit codes: 0 success (including a clean stop on SIGINT/SIGTERM), 1 invalid
+configuration or startup failure, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._errors import ConfigError, WstrioError
+from ._io.server import serve
+from ._sansio.config_loader import load_config
+from ._version import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("wstrio.server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wstrio",
+        description="A Trio WebSocket gateway: terminate WebSockets and tunnel them to backends.",
+    )
+    parser.add_argument("--version", action="version", version=f"wstrio {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_p = sub.add_parser("serve", help="run the server described by CONFIG")
+    serve_p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+    serve_p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: info; 'warning' hides the access log)",
+    )
+    check_p = sub.add_parser("check", help="validate CONFIG and list every problem")
+    check_p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+    return parser
+
+
+def _flatten(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for inner in exc.exceptions:
+            out.extend(_flatten(inner))
+        return out
+    return [exc]
+
+
+async def _serve_until_signalled(config_path: str) -> int:
+    config = load_config(config_path)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, config)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info(
+                        "%s: closing connections (up to %g s), then exiting",
+                        signal.Signals(signum).name, config.shutdown_timeout,
+                    )
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+    return 0
+
+
+def _check(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        n = len(exc.problems)
+        print(f"{path}: {n} problem{'s' if n != 1 else ''}:", file=sys.stderr)
+        for key, message in exc.problems:
+            print(f"  {key}: {message}" if key else f"  {message}", file=sys.stderr)
+        return 1
+    routes = len(config.routes)
+    listen = ", ".join(str(a) for a in config.listen)
+    print(f"{path}: OK ({routes} route{'s' if routes != 1 else ''}; listens on {listen})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.config)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return trio.run(_serve_until_signalled, args.config)
+    except ConfigError as exc:
+        print(f"wstrio: invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+    except BaseException as exc:
+        errors = _flatten(exc)
+        known = [e for e in errors if isinstance(e, (OSError, WstrioError))]
+        if known and len(known) == len(errors):
+            for e in known:
+                print(f"wstrio: {e}", file=sys.stderr)
+            return 1
+        if all(isinstance(e, KeyboardInterrupt) for e in errors):
+            return 0
+        raise

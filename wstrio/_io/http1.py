@@ -1,0 +1,291 @@
+"""HTTP/1.1 connections on h11.
+
+One task per connection runs :func:`serve_h1`: it reads requests one after
+the other (keep-alive), hands each to the dispatcher as an
+:class:`H1Exchange`, and stops when the connection must close or a handler
+took the raw stream over (a WebSocket upgrade).
+
+Timeouts: the first request head must arrive within ``max-read-idle``
+seconds, later ones (keep-alive) within ``max-keep-alive-idle``.  A stalled
+write to the client aborts the connection after ``max-write-idle``.  Request
+heads larger than ``max-request-field-size`` or with more than
+``max-request-headers`` fields get 431; malformed requests get 400.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import final
+
+import h11
+import trio
+
+from .._version import __version__
+from .._config import ServerConfig
+from .._errors import HandshakeRejected
+from .._sansio.request import Request
+from .._sansio.static import http_date
+from .exchange import ClientGone, Exchange, Upgraded, reason_phrase
+
+__all__ = ["H1Exchange", "serve_h1"]
+
+log = logging.getLogger("wstrio.connection")
+access_log = logging.getLogger("wstrio.access")
+
+SERVER_HEADER = (b"server", f"wstrio/{__version__}".encode())
+_DRAIN_LIMIT = 1 << 20
+
+Dispatch = Callable[[Exchange], Awaitable[None]]
+
+
+class _Date:
+    """The Date header value, computed at most once a second."""
+
+    second = -1
+    value = b""
+
+    @classmethod
+    def get(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = http_date(now).encode()
+        return cls.value
+
+
+@final
+class H1Exchange:
+    """One HTTP/1.1 request being answered (see :class:`Exchange`)."""
+
+    def __init__(self, conn: _H1Connection, request: Request, close_after: bool) -> None:
+        self._conn = conn
+        self._request = request
+        self._close_after = close_after
+        self.status: int | None = None
+        self.bytes_sent = 0
+        self.upgraded = False
+        self.note = ""
+
+    @property
+    def request(self) -> Request:
+        return self._request
+
+    @property
+    def response_started(self) -> bool:
+        return self.status is not None
+
+    def set_log_note(self, note: str) -> None:
+        self.note = note
+
+    async def receive_body(self, max_bytes: int = 65536) -> bytes:
+        h = self._conn.h11
+        while True:
+            if h.their_state is not h11.SEND_BODY:
+                return b""
+            event = await self._conn.next_event(self._conn.config.max_read_idle)
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)) or event is h11.PAUSED:
+                return b""
+
+    async def start_response(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        hdrs = [SERVER_HEADER, (b"date", _Date.get()), *headers]
+        if self._close_after:
+            hdrs.append((b"connection", b"close"))
+        await self._conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason_phrase(status)))
+
+    async def send_data(self, data: bytes) -> None:
+        if self._request.method == "HEAD" or not data:
+            return
+        self.bytes_sent += len(data)
+        await self._conn.send(h11.Data(data=data))
+
+    async def end_response(self) -> None:
+        await self._conn.send(h11.EndOfMessage())
+
+    async def upgrade(self, headers: Sequence[tuple[bytes, bytes]], *, status: int = 101) -> Upgraded:
+        h = self._conn.h11
+        # h11 switches only once it has seen the end of the (empty) request
+        # body; a GET has none, so this reads nothing from the network.
+        while h.their_state is h11.SEND_BODY:
+            await self.receive_body()
+        if h.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
+            h.next_event()
+        self.status = status
+        await self._conn.send(
+            h11.InformationalResponse(status_code=status, headers=[SERVER_HEADER, *headers], reason=reason_phrase(status))
+        )
+        self.upgraded = True
+        leftover, _closed = h.trailing_data
+        return Upgraded(self._conn.stream, bytes(leftover))
+
+
+@final
+class _H1Connection:
+    def __init__(self, stream: trio.abc.Stream, config: ServerConfig) -> None:
+        self.stream = stream
+        self.config = config
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_request_field_size)
+
+    async def next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ClientGone from exc
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
+            self.h11.receive_data(data)
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            try:
+                with trio.fail_after(self.config.max_write_idle):
+                    await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+                raise ClientGone from exc
+
+
+async def _send_error(conn: _H1Connection, status: int, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    body = b"%d %s\n" % (status, reason_phrase(status))
+    hdrs = [
+        SERVER_HEADER,
+        (b"date", _Date.get()),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *headers,
+    ]
+    try:
+        await conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason_phrase(status)))
+        await conn.send(h11.Data(data=body))
+        await conn.send(h11.EndOfMessage())
+    except (ClientGone, h11.LocalProtocolError):
+        pass
+
+
+def _peer(address: object) -> tuple[str, int] | None:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None
+
+
+async def serve_h1(
+    stream: trio.abc.Stream,
+    config: ServerConfig,
+    dispatch: Dispatch,
+    *,
+    scheme: str = "http",
+    client: tuple[str, int] | None = None,
+    server: tuple[str, int] | None = None,
+    initial: bytes = b"",
+) -> None:
+    """Serve HTTP/1.1 requests on ``stream`` until the connection ends.
+
+    Args:
+        stream: the client connection (closed by the caller).
+        config: server settings (timeouts, limits).
+        dispatch: called with each request's :class:`H1Exchange`.
+        scheme: ``"http"`` or ``"https"``.
+        client: remote address, for the environment and logs.
+        server: local address.
+        initial: bytes already read from the stream (protocol sniffing).
+
+    Cancellation: returns or raises :class:`trio.Cancelled` at the next
+    checkpoint; the caller closes the stream.
+    """
+    conn = _H1Connection(stream, config)
+    if initial:
+        conn.h11.receive_data(initial)
+    served = 0
+    peer = f"{client[0]}:{client[1]}" if client else "unix"
+    while True:
+        timeout = config.max_read_idle if served == 0 else config.max_keep_alive_idle
+        try:
+            event = await conn.next_event(timeout)
+        except trio.TooSlowError:
+            if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0] and served:
+                return  # an idle keep-alive connection: just close it
+            await _send_error(conn, 408)
+            return
+        except h11.RemoteProtocolError as exc:
+            await _send_error(conn, exc.error_status_hint)
+            log.info("%s: bad request: %s", peer, exc)
+            return
+        except ClientGone:
+            return
+        if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
+            return
+        served += 1
+        started = trio.current_time()
+        if len(event.headers) > config.max_request_headers:
+            await _send_error(conn, 431)
+            log.info("%s: %d header fields, more than max-request-headers", peer, len(event.headers))
+            return
+        try:
+            request = Request.from_h1(
+                event.method,
+                event.target,
+                event.headers.raw_items(),
+                event.http_version,
+                scheme=scheme,
+                client=client,
+                server=server,
+            )
+        except HandshakeRejected as exc:
+            await _send_error(conn, exc.status_code)
+            log.info("%s: %s", peer, exc)
+            return
+        close_after = served >= config.max_keep_alive_requests
+        exchange = H1Exchange(conn, request, close_after)
+        try:
+            await dispatch(exchange)
+        except ClientGone:
+            return
+        finally:
+            _log_access(peer, request, exchange, trio.current_time() - started)
+        if exchange.upgraded:
+            return
+        if conn.h11.our_state is not h11.DONE:
+            # The handler did not finish its response: the connection is unusable.
+            if exchange.status is None:
+                await _send_error(conn, 500)
+            return
+        if conn.h11.their_state is h11.SEND_BODY:
+            drained = 0
+            try:
+                while drained <= _DRAIN_LIMIT:
+                    chunk = await exchange.receive_body()
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except (ClientGone, trio.TooSlowError, h11.RemoteProtocolError):
+                return
+        if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is not h11.DONE:
+            return
+        try:
+            conn.h11.start_next_cycle()
+        except h11.LocalProtocolError:
+            return
+
+
+def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: float) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    target = request.target.decode("latin-1")
+    status = exchange.status if exchange.status is not None else "-"
+    note = f" {exchange.note}" if exchange.note else ""
+    access_log.info(
+        '%s "%s %s HTTP/%s" %s %d %.3fs%s',
+        peer, request.method, target, request.http_version, status, exchange.bytes_sent, duration, note,
+    )

@@ -1,0 +1,306 @@
+"""Listeners, the accept loop and the server lifecycle.
+
+Shape: :func:`serve_listeners` opens one nursery for the backend supervisors
+(spawned ``bin-path`` processes) and, inside it, one for the connections.
+Each accepted connection runs in its own task with its own nursery (see
+:mod:`wstrio._io.tunnel`).  Cancelling :func:`serve` stops the accept loops,
+every tunnel sends CLOSE 1001 and waits (bounded by ``shutdown-timeout``)
+for the client's CLOSE, and then the spawned backends are stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, final
+
+import attrs
+import trio
+
+from .._config import ListenAddress, ServerConfig
+from .backends import BackendConnector, SocketConnector
+from .dispatch import ServerContext
+from .http1 import serve_h1
+
+__all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
+
+log = logging.getLogger("wstrio.server")
+conn_log = logging.getLogger("wstrio.connection")
+
+# The accept() errors that mean "out of resources", as in trio.serve_listeners:
+# wait and try again instead of dying.
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_SLEEP_ON_CAPACITY = 0.1
+
+
+@final
+@attrs.frozen
+class ServerStatistics:
+    """A snapshot of a running server's counters."""
+
+    connections_active: int
+    """Client connections open now."""
+    connections_total: int
+    """Client connections accepted since start."""
+
+
+@final
+class Server:
+    """A running wstrio server.
+
+    There is no public constructor: :func:`wstrio.serve` and
+    :func:`wstrio.serve_listeners` create it and pass it to
+    ``task_status.started()``.
+    """
+
+    def __init__(self, config: ServerConfig, listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> None:
+        self.config = config
+        self.listeners = tuple(listeners)
+        self._active = 0
+        self._total = 0
+
+    @property
+    def addresses(self) -> tuple[ListenAddress, ...]:
+        """The bound addresses (port 0 resolved to the port the OS chose)."""
+        out = []
+        for listener in self.listeners:
+            sock = getattr(listener, "socket", None)
+            if sock is None:
+                continue
+            name = sock.getsockname()
+            if sock.family == socket.AF_UNIX:
+                out.append(ListenAddress("unix", path=Path(name if isinstance(name, str) else name.decode())))
+            else:
+                out.append(ListenAddress("tcp", name[0], name[1]))
+        return tuple(out)
+
+    @property
+    def port(self) -> int:
+        """The TCP port, when the server listens on exactly one TCP port.
+
+        Raises:
+            RuntimeError: there is no TCP listener, or several ports.
+        """
+        ports = {a.port for a in self.addresses if a.kind == "tcp"}
+        if len(ports) != 1:
+            msg = f"server.port needs exactly one TCP port, not {sorted(ports)}; use server.addresses"
+            raise RuntimeError(msg)
+        return ports.pop()
+
+    def url(self, path: str = "/", *, scheme: str = "http") -> str:
+        """``http://host:port/path`` for the first TCP listener (``ws``/``wss`` with ``scheme=``)."""
+        for a in self.addresses:
+            if a.kind == "tcp":
+                host = a.host if a.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+                if ":" in host:
+                    host = f"[{host}]"
+                return f"{scheme}://{host}:{a.port}{path}"
+        msg = "the server has no TCP listener"
+        raise RuntimeError(msg)
+
+    def statistics(self) -> ServerStatistics:
+        """Counters of this server."""
+        return ServerStatistics(connections_active=self._active, connections_total=self._total)
+
+
+def _open_unix_listener(path: Path) -> trio.SocketListener:
+    p = str(path)
+    try:
+        mode = os.lstat(p).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            msg = f"{p} exists and is not a socket"
+            raise OSError(errno.EEXIST, msg)
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(p)
+            except OSError:
+                os.unlink(p)  # stale, from an earlier run
+            else:
+                raise OSError(errno.EADDRINUSE, f"another server is listening on {p}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(p)
+        sock.listen(socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+async def open_listeners(addresses: Sequence[ListenAddress]) -> list[trio.SocketListener]:
+    """Bind every address (TCP via :func:`trio.open_tcp_listeners`, unix directly).
+
+    Raises:
+        OSError: an address cannot be bound (with the address in the message).
+    """
+    listeners: list[trio.SocketListener] = []
+    try:
+        for address in addresses:
+            try:
+                if address.kind == "unix":
+                    assert address.path is not None
+                    listeners.append(_open_unix_listener(address.path))
+                else:
+                    listeners.extend(
+                        await trio.open_tcp_listeners(address.port, host=address.host or None, backlog=None)
+                    )
+            except OSError as exc:
+                msg = f"cannot listen on {address}: {exc.strerror or exc}"
+                raise OSError(exc.errno, msg) from exc
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+def _addresses(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    sock = getattr(stream, "socket", None)
+    if sock is None or sock.family == socket.AF_UNIX:
+        return None, None
+    try:
+        peer = sock.getpeername()
+        local = sock.getsockname()
+    except OSError:
+        return None, None
+    return (peer[0], peer[1]), (local[0], local[1])
+
+
+async def _handle_connection(stream: trio.abc.Stream, context: ServerContext, server: Server) -> None:
+    client, local = _addresses(stream)
+    try:
+        await serve_h1(stream, context.config, context.dispatch, client=client, server=local)
+    except Exception:
+        conn_log.exception("connection from %s failed", client)
+    finally:
+        server._active -= 1
+        await trio.aclose_forcefully(stream)
+
+
+async def _accept_loop(
+    listener: trio.abc.Listener[trio.abc.Stream],
+    limiter: trio.Semaphore,
+    nursery: trio.Nursery,
+    context: ServerContext,
+    server: Server,
+) -> None:
+    async with listener:
+        while True:
+            # At max-connections we stop accepting; new clients wait in the
+            # kernel's listen queue, as with lighttpd.
+            await limiter.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                limiter.release()
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    log.error("accept() failed (%s); waiting before accepting again", os.strerror(exc.errno or 0))
+                    await trio.sleep(_SLEEP_ON_CAPACITY)
+                    continue
+                raise
+            except BaseException:
+                limiter.release()
+                raise
+            server._active += 1
+            server._total += 1
+            nursery.start_soon(_run_connection, stream, limiter, context, server)
+
+
+async def _run_connection(stream: trio.abc.Stream, limiter: trio.Semaphore, context: ServerContext, server: Server) -> None:
+    try:
+        await _handle_connection(stream, context, server)
+    finally:
+        limiter.release()
+
+
+async def serve_listeners(
+    config: ServerConfig,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    *,
+    connector: BackendConnector | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``config`` on already-open ``listeners`` until cancelled.
+
+    Args:
+        config: the configuration (its ``listen`` is ignored here).
+        listeners: any Trio listeners, e.g. :class:`trio.testing.MemoryListener`.
+        connector: how backends are reached (default: real sockets).
+        handler_nursery: where connection tasks run (default: an internal nursery).
+        task_status: receives the :class:`Server` once every listener accepts
+            and every spawned backend has started.
+
+    Returns:
+        never, unless cancelled.
+
+    Cancellation: stops accepting; open tunnels get CLOSE 1001 and up to
+    ``shutdown-timeout`` seconds to finish; spawned backends are stopped
+    (``kill-signal``, then SIGKILL).
+
+    Resource handling: takes ownership of ``listeners`` and closes them.
+
+    Error handling: a failing connection is logged to ``wstrio.connection``
+    and never disturbs another.  Listener errors other than running out of
+    file descriptors propagate (in an :class:`ExceptionGroup`).
+    """
+    context = ServerContext(config, connector or SocketConnector())
+    server = Server(config, listeners)
+    limiter = trio.Semaphore(config.max_connections)
+    unix_paths = [a.path for a in server.addresses if a.kind == "unix" and a.path is not None]
+    try:
+        async with trio.open_nursery() as backend_nursery:
+            for route_backends in context.backends.values():
+                await route_backends.start(backend_nursery)
+            async with trio.open_nursery() as connection_nursery:
+                target = handler_nursery or connection_nursery
+                for listener in listeners:
+                    connection_nursery.start_soon(_accept_loop, listener, limiter, target, context, server)
+                for address in server.addresses:
+                    scheme = "http" if config.tls is None else "https"
+                    where = f"{scheme}://{address}" if address.kind == "tcp" else str(address)
+                    log.info("listening on %s", where)
+                task_status.started(server)
+            backend_nursery.cancel_scope.cancel()
+    finally:
+        for path in unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+    msg = "serve_listeners ended without being cancelled"  # pragma: no cover
+    raise AssertionError(msg)  # pragma: no cover
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    connector: BackendConnector | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Listen on ``config.listen`` and serve until cancelled.
+
+    A thin wrapper around :func:`serve_listeners`, like :func:`trio.serve_tcp`.
+    Use it as ``server = await nursery.start(wstrio.serve, config)``; with
+    port 0 in ``listen``, ``server.port`` tells the port the OS chose.
+
+    Raises:
+        OSError: an address cannot be bound.
+        BackendExited: a spawned backend cannot be started (inside an
+            :class:`ExceptionGroup`, as nurseries are strict).
+    """
+    listeners = await open_listeners(config.listen)
+    await serve_listeners(
+        config, listeners, connector=connector, handler_nursery=handler_nursery, task_status=task_status
+    )
+

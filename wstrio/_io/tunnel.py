@@ -1,0 +1,330 @@
+"""The wstunnel tunnel: one WebSocket client, one backend byte stream.
+
+Theory of operation
+-------------------
+:func:`run_tunnel` runs one nursery with sibling tasks:
+
+* ``client -> backend``: read client bytes, feed the codec, write data
+  payloads to the backend, answer PINGs, note PONGs;
+* ``backend -> client``: read backend bytes, frame them (text or binary),
+  send them;
+* ``ping`` (only with ``ping-interval``): PING every interval and wait at
+  most ``pong-timeout`` for the PONG.
+
+The first task to reach an ending records an :class:`Outcome` (the close
+code to send, and why) and cancels its siblings.  Exceptions never escape the
+tasks: each failure is mapped to its outcome where it happens (client gone:
+no close frame; backend error: 1011; protocol error: wsproto's code).  Then,
+outside the nursery, the close frame goes out and wstrio waits (bounded) for
+the client's CLOSE, as RFC 6455 asks.
+
+Endings and their close codes (lighttpd's, reference section 2.10):
+
+==============================  ===========================================
+client CLOSE (any code)         data before it is delivered, the backend is
+                                half-closed (EOF), reply **1000**
+client protocol error           **1002** (1007 for invalid UTF-8 text)
+client TCP EOF, no CLOSE        backend half-closed; the tunnel lives on
+                                until the backend closes (then **1001**)
+backend EOF                     data first, then **1001**
+backend error or timeout        **1011**
+client silent ``max-read-idle`` **1001**, actually delivered
+no PONG within ``pong-timeout``  **1011**
+server shutdown (cancelled)     **1001**
+==============================  ===========================================
+
+Backpressure: each direction reads only after its last write finished, so a
+slow reader on either side stops reads from the other (memory per tunnel is
+bounded by the 64 KiB read size and the kernel's socket buffers).
+
+One writer: every write to the client goes through :class:`ClientSender`,
+whose lock keeps frames whole.  A write that was cancelled or failed midway
+marks the stream broken, and nothing more is written to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import final
+
+import attrs
+import trio
+from wsproto.frame_protocol import CloseReason
+
+from .._sansio.websocket import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
+
+__all__ = ["ClientSender", "Outcome", "TunnelSettings", "run_tunnel"]
+
+log = logging.getLogger("wstrio.tunnel")
+
+READ_SIZE = 65536
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@final
+@attrs.frozen
+class TunnelSettings:
+    """Timers of one tunnel (seconds; 0 disables the optional ones)."""
+
+    max_read_idle: float = 60.0
+    max_write_idle: float = 360.0
+    ping_interval: float = 0.0
+    pong_timeout: float = 0.0
+    backend_read_timeout: float = 0.0
+    backend_write_timeout: float = 0.0
+    close_timeout: float = 5.0
+    shutdown_timeout: float = 30.0
+
+
+@final
+@attrs.frozen
+class Outcome:
+    """How a tunnel ended.
+
+    ``code`` is the close code sent to the client, or ``None`` when no close
+    frame could be sent (the client vanished or stopped reading).
+    """
+
+    code: int | None
+    reason: str
+    by: str
+    """``client``, ``backend``, ``protocol``, ``idle``, ``ping`` or ``shutdown``."""
+
+
+@final
+class ClientSender:
+    """The one write path to the client, behind a lock."""
+
+    def __init__(self, stream: trio.abc.Stream, max_write_idle: float) -> None:
+        self.stream = stream
+        self.max_write_idle = max_write_idle or math.inf
+        self.lock = trio.Lock()
+        self.broken = False
+        self.bytes_sent = 0
+
+    async def send(self, data: bytes) -> bool:
+        """Send ``data`` whole; False if the client is gone or stalled."""
+        if self.broken:
+            return False
+        async with self.lock:
+            ok = False
+            try:
+                with trio.move_on_after(self.max_write_idle):
+                    await self.stream.send_all(data)
+                    ok = True
+            except _BROKEN:
+                pass
+            finally:
+                # Cancelled or failed midway: a partial frame may be on the
+                # wire, so nothing else may follow it.
+                if not ok:
+                    self.broken = True
+            self.bytes_sent += len(data)
+        return ok
+
+
+@final
+class _Tunnel:
+    def __init__(
+        self,
+        client: trio.abc.Stream,
+        backend: trio.abc.Stream,
+        codec: WebSocketCodec,
+        settings: TunnelSettings,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.codec = codec
+        self.settings = settings
+        self.sender = ClientSender(client, settings.max_write_idle)
+        self.outcome: Outcome | None = None
+        self.scope: trio.CancelScope | None = None
+        self.pong = trio.Event()
+        self.bytes_to_backend = 0
+        self.client_eof = False
+
+    def finish(self, code: int | None, reason: str, by: str) -> None:
+        if self.outcome is None:
+            self.outcome = Outcome(code, reason, by)
+        assert self.scope is not None
+        self.scope.cancel()
+
+    async def _to_backend(self, data: bytes) -> bool:
+        timeout = self.settings.backend_write_timeout or math.inf
+        try:
+            with trio.fail_after(timeout):
+                await self.backend.send_all(data)
+        except trio.TooSlowError:
+            self.finish(CloseReason.INTERNAL_ERROR, "backend write timeout", "backend")
+            return False
+        except _BROKEN as exc:
+            self.finish(CloseReason.INTERNAL_ERROR, "backend write failed", "backend")
+            log.info("backend write failed: %r", exc)
+            return False
+        self.bytes_to_backend += len(data)
+        return True
+
+    async def _backend_eof(self) -> None:
+        if isinstance(self.backend, trio.abc.HalfCloseableStream):
+            try:
+                await self.backend.send_eof()
+            except _BROKEN:
+                pass
+
+    async def client_to_backend(self) -> None:
+        codec = self.codec
+        idle = self.settings.max_read_idle or math.inf
+        # Bytes pipelined behind the handshake were fed to the codec already.
+        if not await self._handle_events():
+            return
+        while True:
+            with trio.move_on_after(idle) as scope:
+                try:
+                    data = await self.client.receive_some(READ_SIZE)
+                except _BROKEN:
+                    self.sender.broken = True
+                    self.finish(None, "client connection lost", "client")
+                    return
+            if scope.cancelled_caught:
+                self.finish(CloseReason.GOING_AWAY, "idle timeout", "idle")
+                return
+            if not data:
+                # TCP half-close without a CLOSE frame: pass the EOF on, and
+                # let the backend finish; it closing ends the tunnel (1001).
+                self.client_eof = True
+                await self._backend_eof()
+                await trio.sleep(idle)
+                self.finish(CloseReason.GOING_AWAY, "idle timeout after client EOF", "idle")
+                return
+            codec.receive_data(data)
+            if not await self._handle_events():
+                return
+
+    async def _handle_events(self) -> bool:
+        for event in self.codec.events():
+            if isinstance(event, Data):
+                if not await self._to_backend(event.data):
+                    return False
+            elif isinstance(event, Ping):
+                await self.sender.send(self.codec.pong(event.payload))
+            elif isinstance(event, Pong):
+                self.pong.set()
+            elif isinstance(event, Close):
+                if event.error:
+                    self.finish(event.code, event.reason, "protocol")
+                else:
+                    # Everything the client sent before its CLOSE has been
+                    # written; now the backend sees EOF (lighttpd loses data
+                    # that arrives in the same read as the CLOSE).
+                    await self._backend_eof()
+                    self.finish(CloseReason.NORMAL_CLOSURE, "", "client")
+                return False
+        return True
+
+    async def backend_to_client(self) -> None:
+        codec = self.codec
+        framer = None if codec.binary else TextFramer()
+        timeout = self.settings.backend_read_timeout or math.inf
+        while True:
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    data = await self.backend.receive_some(READ_SIZE)
+                except _BROKEN as exc:
+                    log.info("backend read failed: %r", exc)
+                    self.finish(CloseReason.INTERNAL_ERROR, "backend read failed", "backend")
+                    return
+            if scope.cancelled_caught:
+                self.finish(CloseReason.INTERNAL_ERROR, "backend read timeout", "backend")
+                return
+            if not data:
+                if framer is not None and (tail := framer.flush()):
+                    await self.sender.send(codec.data(tail))
+                self.finish(CloseReason.GOING_AWAY, "", "backend")
+                return
+            if framer is not None:
+                data = framer.feed(data)
+                if not data:
+                    continue
+            if not await self.sender.send(codec.data(data)):
+                self.finish(None, "client stopped reading" if self.sender.broken else "client gone", "client")
+                return
+
+    async def pinger(self) -> None:
+        interval = self.settings.ping_interval
+        pong_timeout = self.settings.pong_timeout or interval
+        while True:
+            await trio.sleep(interval)
+            self.pong = trio.Event()
+            if not await self.sender.send(self.codec.ping(b"ping")):
+                self.finish(None, "client gone", "client")
+                return
+            with trio.move_on_after(pong_timeout):
+                await self.pong.wait()
+                continue
+            self.finish(CloseReason.INTERNAL_ERROR, "no pong within pong-timeout", "ping")
+            return
+
+    async def close(self, shutdown: bool) -> None:
+        """Send the close frame and wait, bounded, for the client's CLOSE."""
+        outcome = self.outcome
+        assert outcome is not None
+        if outcome.code is None or self.sender.broken:
+            return
+        timeout = self.settings.shutdown_timeout if shutdown else self.settings.close_timeout
+        with trio.move_on_after(timeout, shield=True):
+            if not self.codec.close_sent:
+                if not await self.sender.send(self.codec.close(outcome.code, outcome.reason)):
+                    return
+            if self.codec.closed_by_client or self.client_eof:
+                return
+            # Read (and drop) until the client's CLOSE or EOF.
+            while True:
+                try:
+                    data = await self.client.receive_some(READ_SIZE)
+                except _BROKEN:
+                    return
+                if not data:
+                    return
+                self.codec.receive_data(data)
+                if any(isinstance(e, Close) for e in self.codec.events()):
+                    return
+
+
+async def run_tunnel(
+    client: trio.abc.Stream,
+    backend: trio.abc.Stream,
+    codec: WebSocketCodec,
+    settings: TunnelSettings,
+) -> Outcome:
+    """Relay between a WebSocket client and a backend until either side ends.
+
+    Args:
+        client: the client's stream, after the handshake (bytes the client
+            pipelined behind the handshake must already be fed to ``codec``).
+        backend: the backend's byte stream.
+        codec: the client's WebSocket codec.
+        settings: timers.
+
+    Returns:
+        how the tunnel ended.  Neither stream is closed: the caller owns them.
+
+    Cancellation: when cancelled from outside (server shutdown) the client
+    gets CLOSE 1001, bounded by ``settings.shutdown_timeout``, and then
+    :class:`trio.Cancelled` propagates.
+    """
+    tunnel = _Tunnel(client, backend, codec, settings)
+    shutdown = True
+    try:
+        async with trio.open_nursery() as nursery:
+            tunnel.scope = nursery.cancel_scope
+            nursery.start_soon(tunnel.client_to_backend)
+            nursery.start_soon(tunnel.backend_to_client)
+            if settings.ping_interval > 0:
+                nursery.start_soon(tunnel.pinger)
+        shutdown = False
+    finally:
+        if tunnel.outcome is None:
+            tunnel.outcome = Outcome(CloseReason.GOING_AWAY, "server shutting down", "shutdown")
+        await tunnel.close(shutdown)
+    return tunnel.outcome

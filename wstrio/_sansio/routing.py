@@ -1,0 +1,46 @@
+"""Which route takes a request.
+
+Routes are tried in file order and the first that matches wins, as in
+lighttpd.  A ``wstunnel`` route only takes WebSocket handshakes: any other
+request on its path falls through to later routes and then to the static
+files, exactly as mod_wstunnel declines non-upgrade requests.  ``proxy``,
+``cgi``, ``scgi`` and ``fastcgi`` routes take every request that matches.
+
+Never imports trio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import final
+
+from .._config import Route
+from .request import Request
+
+__all__ = ["Router", "route_matches_path"]
+
+
+def route_matches_path(route: Route, path: str) -> bool:
+    """True if ``route``'s path rule (prefix, regex or extensions) matches ``path``."""
+    if route.path is not None:
+        return path.startswith(route.path)
+    if route.regex is not None:
+        return route.regex.search(path) is not None
+    return any(path.endswith(ext) for ext in route.extensions)
+
+
+@final
+class Router:
+    """Matches requests against an ordered list of routes."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+
+    def match(self, request: Request) -> Route | None:
+        """The first route that takes ``request``, or ``None`` (static files)."""
+        for route in self.routes:
+            if route.handler == "wstunnel" and not request.websocket:
+                continue
+            if route_matches_path(route, request.path):
+                return route
+        return None

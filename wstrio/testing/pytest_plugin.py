@@ -1,0 +1,1 @@
+"""pytest plugin for wstrio (fixtures arrive with the embedding issue)."""
