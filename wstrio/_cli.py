@@ -63,7 +63,8 @@ async def _serve_until_signalled(config_path: str) -> int:
                 async for signum in signals:
                     log.info(
                         "%s: closing connections (up to %g s), then exiting",
-                        signal.Signals(signum).name, config.shutdown_timeout,
+                        signal.Signals(signum).name,
+                        config.shutdown_timeout,
                     )
                     nursery.cancel_scope.cancel()
                     return

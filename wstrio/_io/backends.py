@@ -67,70 +67,136 @@ class _Slot:
     """One address a host can be reached at (a process, for a spawned pool)."""
 
     address: ProcessAddress
+    index: int = 0
     running: bool = True
     load: int = 0
     last_used: float = 0.0
     process: SpawnedProcess | None = None
+    scope: trio.CancelScope | None = None
+    started: trio.Event = attrs.Factory(trio.Event)
 
 
 @final
 class SpawnedPool:
     """The processes of one ``bin-path`` backend, supervised.
 
-    :meth:`run` starts ``min-procs`` processes (raising if the first start
-    fails, so a broken ``bin-path`` stops wstrio at startup with a clear
-    message), restarts any that exit (with back-off, so a crashing program
-    does not spin), and stops them all when cancelled.
+    :meth:`run` starts ``min-procs`` processes (raising if one cannot be
+    started, so a broken ``bin-path`` stops wstrio at startup with a clear
+    message) and then, once a second, applies lighttpd's pool rules
+    (:class:`~wstrio._sansio.balance.PoolPolicy`): one more process when
+    every process is loaded above ``max-load-per-proc`` (up to
+    ``max-procs``), and an idle surplus process stopped after
+    ``idle-timeout``.  A process that exits is restarted, with back-off
+    (:class:`~wstrio._sansio.balance.RestartBackoff`) so a crashing program
+    does not spin.  With ``min-procs = 0`` the first process starts on the
+    first request.  Cancelling :meth:`run` stops every process
+    (``kill-signal``, then SIGKILL).
     """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.policy = balance.PoolPolicy.from_backend(backend)
         # Newest first, as lighttpd keeps its process list.
         self.slots: list[_Slot] = []
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def running(self) -> int:
+        """Processes that can take connections now."""
+        return sum(1 for s in self.slots if s.running)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            for index in range(max(self.backend.min_procs, 1)):
-                await nursery.start(self._supervise, index)
+            self._nursery = nursery
+            for _ in range(self.policy.min_procs):
+                await self._start_slot()
             task_status.started()
+            if self.policy.adaptive:
+                while True:
+                    await trio.sleep(1.0)
+                    self._tick(trio.current_time())
 
-    async def _supervise(self, index: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        slot = _Slot(process_address(self.backend, index), running=False)
+    def _tick(self, now: float) -> None:
+        live = [s for s in self.slots if s.scope is not None and not s.scope.cancel_called]
+        if self.policy.should_spawn(now, [s.load for s in live]):
+            log.info("%s: every process is busy; starting another", self.backend.name)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._start_slot)
+        stop = self.policy.idle_to_stop(
+            now, [s.load for s in live], [s.last_used for s in live], [s.running for s in live]
+        )
+        if stop is not None:
+            slot = live[stop]
+            log.info("%s: stopping idle process %d", self.backend.name, slot.index)
+            slot.running = False
+            assert slot.scope is not None
+            slot.scope.cancel()
+
+    async def _start_slot(self) -> _Slot:
+        used = {s.index for s in self.slots}
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        slot = _Slot(process_address(self.backend, index), index=index, running=False)
+        slot.last_used = trio.current_time()
         self.slots.insert(0, slot)
-        backoff = balance.RestartBackoff()
-        started = False
+        assert self._nursery is not None
         try:
-            while True:
-                try:
-                    proc = spawn_backend(self.backend, index)
-                except BackendExited:
-                    if not started:
-                        raise
-                    log.exception("%s: restart failed", self.backend.name)
-                    proc = None
-                    slot.running = False
-                else:
-                    slot.process = proc
-                    slot.running = True
-                    if not started:
-                        started = True
-                        task_status.started()
-                    if proc is None:
-                        # Adopted an existing listener; nothing to supervise.
-                        await trio.sleep_forever()
-                    status = await proc.wait()
-                    slot.running = False
-                    proc.cleanup_socket()
-                    log.warning(
-                        "%s: process %d (pid %d) exited with status %d; restarting",
-                        self.backend.name, index, proc.pid, status,
-                    )
-                delay = backoff.next_delay(trio.current_time())
-                if delay:
-                    log.info("%s: waiting %.1f s before restarting process %d", self.backend.name, delay, index)
-                    await trio.sleep(delay)
+            await self._nursery.start(self._supervise, slot)
+        except BaseException:
+            self.slots.remove(slot)
+            raise
+        return slot
+
+    async def ensure_started(self) -> None:
+        """Start a first process now if the pool is empty (``min-procs = 0``)."""
+        if self.policy.spawn_on_demand(len(self.slots)) and self._nursery is not None:
+            await self._start_slot()
+        elif self.slots and not any(s.running for s in self.slots):
+            with trio.move_on_after(self.backend.connect_timeout or math.inf):
+                await self.slots[0].started.wait()
+
+    async def _supervise(self, slot: _Slot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        backoff = balance.RestartBackoff()
+        first = True
+        try:
+            with trio.CancelScope() as slot.scope:
+                while True:
+                    try:
+                        proc = spawn_backend(self.backend, slot.index)
+                    except BackendExited:
+                        if first:
+                            raise
+                        log.exception("%s: restart failed", self.backend.name)
+                    else:
+                        slot.process = proc
+                        slot.running = True
+                        slot.started.set()
+                        backoff.started(trio.current_time())
+                        if first:
+                            first = False
+                            task_status.started()
+                        if proc is None:
+                            # Adopted an existing listener; nothing to supervise.
+                            await trio.sleep_forever()
+                        status = await proc.wait()
+                        slot.running = False
+                        proc.cleanup_socket()
+                        log.warning(
+                            "%s: process %d (pid %d) exited with status %d; restarting",
+                            self.backend.name,
+                            slot.index,
+                            proc.pid,
+                            status,
+                        )
+                    delay = backoff.next_delay(trio.current_time())
+                    if delay:
+                        log.info(
+                            "%s: waiting %.1f s before restarting process %d", self.backend.name, delay, slot.index
+                        )
+                        await trio.sleep(delay)
         finally:
             slot.running = False
+            if slot in self.slots:
+                self.slots.remove(slot)
             if slot.process is not None and slot.process.returncode is None:
                 await slot.process.stop()
                 slot.process.cleanup_socket()
@@ -167,7 +233,6 @@ class RouteBackends:
         self.connector = connector
         self.pools: list[SpawnedPool | None] = []
         self._static_slots: list[list[_Slot]] = []
-        hashes = []
         for backend in route.backends:
             if backend.spawned:
                 self.pools.append(SpawnedPool(backend))
@@ -175,22 +240,19 @@ class RouteBackends:
             else:
                 self.pools.append(None)
                 self._static_slots.append([_Slot(process_address(backend, 0))])
-            if backend.socket is not None:
-                hashes.append(balance.host_hash(str(backend.socket), 0))
-            else:
-                hashes.append(balance.host_hash(backend.host or "", backend.port or 0))
-        self.balancer = balance.Balancer(
-            route.balance,
-            hashes,
-            [b.disable_time for b in route.backends],
-        )
+        self.balancer = balance.Balancer.for_route(route)
 
     def _slots(self, index: int) -> list[_Slot]:
         pool = self.pools[index]
         return pool.slots if pool is not None else self._static_slots[index]
 
     async def start(self, nursery: trio.Nursery) -> None:
-        """Start the spawned pools' supervisors in ``nursery``."""
+        """Resolve host names for ``hash``/``sticky``, and start the spawned pools in ``nursery``."""
+        if self.route.balance in ("hash", "sticky"):
+            # lighttpd hashes the address it resolved at startup, so keys
+            # land where lighttpd would put them.  (Connections still resolve
+            # the name each time: lighttpd's resolve-once is a bug.)
+            self.balancer = balance.Balancer.for_route(self.route, [await _resolve(b) for b in self.route.backends])
         for pool in self.pools:
             if pool is not None:
                 await nursery.start(pool.run)
@@ -216,40 +278,60 @@ class RouteBackends:
     async def _connect(self, request: Request) -> BackendLease:
         client_ip = request.client[0] if request.client else ""
         last_error = "no backend is up"
-        for _ in range(balance.MAX_CONNECT_ATTEMPTS):
+        for pool in self.pools:
+            if pool is not None:
+                await pool.ensure_started()
+        reconnects = 0
+        while True:
             now = trio.current_time()
+            for i, pool in enumerate(self.pools):
+                if pool is not None:
+                    self.balancer.set_active_procs(i, pool.running)
             index = self.balancer.pick(now, path=request.path, authority=request.host, client_ip=client_ip)
             if index is None:
                 break
             backend = self.route.backends[index]
             slots = self._slots(index)
             choice = balance.pick_process([s.load for s in slots], [s.running for s in slots])
-            if choice is None:
-                self.balancer.mark_failed(index, now)
-                last_error = f"{backend.name}: no process is running"
-                continue
+            if choice is None:  # pragma: no cover - set_active_procs excludes such hosts
+                break
             slot = slots[choice]
             self.balancer.acquire(index)
             slot.load += 1
+            slot.last_used = now
+            timed_out = False
             try:
-                timeout = backend.connect_timeout or math.inf
-                with trio.fail_after(timeout):
+                with trio.fail_after(backend.connect_timeout or math.inf):
                     stream = await self.connector.connect(slot.address)
             except (OSError, trio.TooSlowError) as exc:
                 self.balancer.release(index)
                 slot.load -= 1
                 self.balancer.mark_failed(index, trio.current_time())
-                if isinstance(exc, trio.TooSlowError):
+                timed_out = isinstance(exc, trio.TooSlowError)
+                if timed_out:
                     last_error = f"{slot.address}: connect timed out after {backend.connect_timeout:g} s"
                 else:
-                    last_error = f"{slot.address}: {exc.strerror or exc}"
+                    last_error = f"{slot.address}: {getattr(exc, 'strerror', None) or exc}"
                 log.warning("backend %s failed: %s; disabled for %g s", backend.name, last_error, backend.disable_time)
+                if not balance.should_reconnect(reconnects, timed_out=timed_out):
+                    break
+                reconnects += 1
                 continue
             self.balancer.mark_connected(index)
             _set_nodelay(stream)
             return BackendLease(stream, backend, slot.address, self, index, slot)
         msg = f"no backend of route {self.route.describe()} could be reached ({last_error})"
         raise BackendUnavailable(msg)
+
+
+async def _resolve(backend: Backend) -> str | None:
+    if backend.socket is not None or backend.host is None:
+        return None
+    try:
+        info = await trio.socket.getaddrinfo(backend.host, backend.port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return str(info[0][4][0]) if info else None
 
 
 def _set_nodelay(stream: trio.abc.Stream) -> None:

@@ -22,11 +22,11 @@ from typing import final
 import h11
 import trio
 
-from .._version import __version__
 from .._config import ServerConfig
 from .._errors import HandshakeRejected
 from .._sansio.request import Request
 from .._sansio.static import http_date
+from .._version import __version__
 from .exchange import ClientGone, Exchange, Upgraded, reason_phrase
 
 __all__ = ["H1Exchange", "serve_h1"]
@@ -112,11 +112,11 @@ class H1Exchange:
         # body; a GET has none, so this reads nothing from the network.
         while h.their_state is h11.SEND_BODY:
             await self.receive_body()
-        if h.their_state is not h11.MIGHT_SWITCH_PROTOCOL:
-            h.next_event()
         self.status = status
         await self._conn.send(
-            h11.InformationalResponse(status_code=status, headers=[SERVER_HEADER, *headers], reason=reason_phrase(status))
+            h11.InformationalResponse(
+                status_code=status, headers=[SERVER_HEADER, *headers], reason=reason_phrase(status)
+            )
         )
         self.upgraded = True
         leftover, _closed = h.trailing_data
@@ -130,19 +130,19 @@ class _H1Connection:
         self.config = config
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_request_field_size)
 
-    async def next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
+    async def next_event(self, idle: float) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
-            with trio.move_on_after(timeout) as scope:
+            with trio.move_on_after(idle) as scope:
                 try:
                     data = await self.stream.receive_some(65536)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ClientGone from exc
             if scope.cancelled_caught:
                 raise trio.TooSlowError
-            self.h11.receive_data(data)
+            self.h11.receive_data(bytes(data))
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -271,7 +271,7 @@ async def serve_h1(
                     drained += len(chunk)
             except (ClientGone, trio.TooSlowError, h11.RemoteProtocolError):
                 return
-        if conn.h11.our_state is h11.MUST_CLOSE or conn.h11.their_state is not h11.DONE:
+        if conn.h11.their_state is not h11.DONE:
             return
         try:
             conn.h11.start_next_cycle()
@@ -287,5 +287,12 @@ def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: flo
     note = f" {exchange.note}" if exchange.note else ""
     access_log.info(
         '%s "%s %s HTTP/%s" %s %d %.3fs%s',
-        peer, request.method, target, request.http_version, status, exchange.bytes_sent, duration, note,
+        peer,
+        request.method,
+        target,
+        request.http_version,
+        status,
+        exchange.bytes_sent,
+        duration,
+        note,
     )

@@ -87,7 +87,8 @@ def process_address(backend: Backend, index: int) -> ProcessAddress:
     """``<socket>-<index>`` or ``(host, port + index)``, as lighttpd names them."""
     if backend.socket is not None:
         return ProcessAddress(socket.AF_UNIX, f"{backend.socket}-{index}")
-    assert backend.host is not None and backend.port is not None
+    assert backend.host is not None
+    assert backend.port is not None
     family = socket.AF_INET6 if ":" in backend.host else socket.AF_INET
     return ProcessAddress(family, (backend.host, backend.port + index))
 
@@ -165,8 +166,8 @@ class SpawnedProcess:
         if self._pidfd is not None:
             while self.popen.poll() is None:
                 await trio.lowlevel.wait_readable(self._pidfd)
-        else:  # pragma: no cover - kernels without pidfd
-            while self.popen.poll() is None:
+        else:  # pragma: no cover - kernels without pidfd: poll
+            while self.popen.poll() is None:  # noqa: ASYNC110 - nothing to wait on
                 await trio.sleep(0.05)
         self._close_pidfd()
         assert self.popen.returncode is not None
@@ -204,7 +205,7 @@ class SpawnedProcess:
             with trio.move_on_after(1.0):
                 return await self.wait()
             self._close_pidfd()
-            return -signal.SIGKILL
+        return -signal.SIGKILL
 
     def cleanup_socket(self) -> None:
         """Remove the unix socket file once the process is gone."""
@@ -233,7 +234,7 @@ def spawn_backend(backend: Backend, index: int) -> SpawnedProcess | None:
         raise BackendExited(msg) from exc
     program = backend.bin_path[0]
     try:
-        popen = subprocess.Popen(  # noqa: S603 - the configured program, by design
+        popen = subprocess.Popen(
             list(backend.bin_path),
             stdin=sock.fileno(),
             stdout=None,
@@ -242,7 +243,7 @@ def spawn_backend(backend: Backend, index: int) -> SpawnedProcess | None:
             env=_environment(backend),
             close_fds=True,
             process_group=0,
-            preexec_fn=_make_preexec(),  # noqa: PLW1509 - only calls prctl
+            preexec_fn=_make_preexec(),
             restore_signals=True,
         )
     except OSError as exc:

@@ -77,7 +77,8 @@ async def serve_static(exchange: Exchange, config: ServerConfig, real_root: str 
     if status:
         await send_simple(exchange, status)
         return
-    assert path is not None and st is not None
+    assert path is not None
+    assert st is not None
     etag = etag_for(st.st_mtime_ns, st.st_size)
     validators = [(b"last-modified", http_date(st.st_mtime).encode()), (b"etag", etag.encode())]
     if is_not_modified(

@@ -68,7 +68,7 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     * ``null`` matches the literal ``Origin: null`` (``file://`` pages).
     """
     lowered = origin.lower()
-    parsed: tuple[str, str, int | None] | None | bool = False
+    parsed: tuple[str, str, int | None] | bool | None = False
     for entry in allowed:
         if "://" in entry:
             if parsed is False:

@@ -60,11 +60,13 @@ def normalize_target(target: bytes) -> tuple[str, str]:
         raise HandshakeRejected(msg, 400)
     decoded = unquote_to_bytes(raw_path)
     if b"\0" in decoded:
-        raise HandshakeRejected("request path contains a NUL byte", 400)
+        msg = "request path contains a NUL byte"
+        raise HandshakeRejected(msg, 400)
     try:
         text = decoded.decode("utf-8")
     except UnicodeDecodeError:
-        raise HandshakeRejected("request path is not valid UTF-8", 400) from None
+        msg = "request path is not valid UTF-8"
+        raise HandshakeRejected(msg, 400) from None
     parts: list[str] = []
     segments = text.split("/")
     for seg in segments[1:-1]:
@@ -72,7 +74,8 @@ def normalize_target(target: bytes) -> tuple[str, str]:
             continue
         if seg == "..":
             if not parts:
-                raise HandshakeRejected("request path climbs above the root", 400)
+                msg = "request path climbs above the root"
+                raise HandshakeRejected(msg, 400)
             parts.pop()
             continue
         parts.append(seg)
@@ -80,7 +83,8 @@ def normalize_target(target: bytes) -> tuple[str, str]:
     trailing = last in ("", ".", "..")
     if last == "..":
         if not parts:
-            raise HandshakeRejected("request path climbs above the root", 400)
+            msg = "request path climbs above the root"
+            raise HandshakeRejected(msg, 400)
         parts.pop()
     elif last not in ("", "."):
         parts.append(last)

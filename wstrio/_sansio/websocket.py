@@ -47,7 +47,7 @@ _pack_h = struct.Struct("!BBH").pack
 _pack_q = struct.Struct("!BBQ").pack
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
+def encode_frame(opcode: int, payload: bytes | bytearray) -> bytes:
     """One unmasked, final frame: what a server sends."""
     n = len(payload)
     if n < 126:
@@ -116,10 +116,11 @@ class WebSocketCodec:
         """True when backend data goes out in binary frames."""
         return self._opcode == OP_BINARY
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the client."""
         if self._conn.state is not ConnectionState.CLOSED:
-            self._conn.receive_data(data)
+            # wsproto only appends the data to a bytearray; no need to copy.
+            self._conn.receive_data(data)  # type: ignore[arg-type]
 
     def events(self) -> Iterator[Event]:
         """The events the fed bytes complete, in order."""
@@ -148,7 +149,7 @@ class WebSocketCodec:
         """False once a CLOSE has been sent."""
         return not self.close_sent
 
-    def data(self, payload: bytes) -> bytes:
+    def data(self, payload: bytes | bytearray) -> bytes:
         """A data frame (text or binary, as agreed) carrying ``payload``."""
         return encode_frame(self._opcode, payload)
 
@@ -185,11 +186,10 @@ class TextFramer:
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, data: bytes) -> bytes:
-        """The complete-character prefix of the pending bytes plus ``data``."""
-        if self._pending:
-            data = self._pending + data
-            self._pending = b""
+    def feed(self, chunk: bytes | bytearray) -> bytes:
+        """The complete-character prefix of the pending bytes plus ``chunk``."""
+        data = self._pending + chunk if self._pending else bytes(chunk)
+        self._pending = b""
         cut = _incomplete_tail(data)
         if cut:
             self._pending = data[-cut:]
@@ -206,7 +206,7 @@ class TextFramer:
         return data.decode("utf-8", "replace").encode("utf-8") if data else b""
 
 
-def _incomplete_tail(data: bytes) -> int:
+def _incomplete_tail(data: bytes | bytearray) -> int:
     """How many bytes at the end of ``data`` start a UTF-8 sequence not yet complete."""
     n = len(data)
     # Look back at most 3 bytes for the lead byte of the last sequence.
