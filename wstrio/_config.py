@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import attrs
+
+if TYPE_CHECKING:
+    import trio
+
+    from ._sansio.request import Request
+
+    App = Callable[[trio.abc.Stream, Request], Awaitable[None]]
+else:
+    App = Callable[[Any, Any], Awaitable[None]]
 
 __all__ = [
     "Backend",
@@ -106,6 +116,12 @@ class Backend:
     """``check-local``: SCGI/FastCGI only; the request must name an existing file under ``document-root``."""
     label: str | None = None
     """``label``: name used in logs and statistics."""
+    app: App | None = None
+    """``app``: an in-process backend, ``async def app(stream, request)``.
+
+    In TOML, ``"package.module:function"``.  The function gets a
+    :class:`trio.abc.Stream` carrying the tunnel's payload bytes (exactly
+    what a socket backend would get) and the handshake :class:`Request`."""
 
     @property
     def spawned(self) -> bool:
@@ -117,6 +133,8 @@ class Backend:
         """A human-readable name: the label, the socket path, or host:port."""
         if self.label:
             return self.label
+        if self.app is not None:
+            return f"app:{getattr(self.app, '__qualname__', repr(self.app))}"
         if self.socket is not None:
             return f"unix:{self.socket}"
         return f"{self.host}:{self.port}"

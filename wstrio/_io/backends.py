@@ -26,8 +26,9 @@ from typing import Protocol, final
 
 import attrs
 import trio
+import trio.testing
 
-from .._config import Backend, Route
+from .._config import App, Backend, Route
 from .._errors import BackendExited, BackendUnavailable
 from .._sansio import balance
 from .._sansio.request import Request
@@ -214,6 +215,8 @@ class BackendLease:
     _host_index: int
     _slot: _Slot
     _released: bool = False
+    app_stream: trio.abc.Stream | None = None
+    """For an in-process ``app`` backend: the app's end of the stream pair."""
 
     def release(self) -> None:
         """Stop counting this connection in the host's load (idempotent)."""
@@ -237,6 +240,9 @@ class RouteBackends:
             if backend.spawned:
                 self.pools.append(SpawnedPool(backend))
                 self._static_slots.append([])
+            elif backend.app is not None:
+                self.pools.append(None)
+                self._static_slots.append([_Slot(ProcessAddress(socket.AF_UNSPEC, backend.name))])
             else:
                 self.pools.append(None)
                 self._static_slots.append([_Slot(process_address(backend, 0))])
@@ -270,7 +276,19 @@ class RouteBackends:
         """
         lease = await self._connect(request)
         try:
-            yield lease
+            if lease.app_stream is None:
+                yield lease
+                return
+            app = lease.backend.app
+            assert app is not None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_run_app, app, lease.app_stream, request, lease.backend.name)
+                try:
+                    yield lease
+                finally:
+                    # The tunnel is over: nothing the app does now can reach
+                    # the client, so it is cancelled rather than awaited.
+                    nursery.cancel_scope.cancel()
         finally:
             lease.release()
             await trio.aclose_forcefully(lease.stream)
@@ -299,6 +317,12 @@ class RouteBackends:
             self.balancer.acquire(index)
             slot.load += 1
             slot.last_used = now
+            if backend.app is not None:
+                # Lockstep streams: the app's send_all waits for the tunnel to
+                # read, so a slow client bounds the app's memory like a socket.
+                ours, theirs = trio.testing.lockstep_stream_pair()
+                self.balancer.mark_connected(index)
+                return BackendLease(ours, backend, slot.address, self, index, slot, app_stream=theirs)
             timed_out = False
             try:
                 with trio.fail_after(backend.connect_timeout or math.inf):
@@ -332,6 +356,16 @@ async def _resolve(backend: Backend) -> str | None:
     except OSError:
         return None
     return str(info[0][4][0]) if info else None
+
+
+async def _run_app(app: App, stream: trio.abc.Stream, request: Request, name: str) -> None:
+    try:
+        async with stream:
+            await app(stream, request)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client went away while the app was writing
+    except Exception:
+        log.exception("in-process backend %s failed", name)
 
 
 def _set_nodelay(stream: trio.abc.Stream) -> None:

@@ -78,6 +78,8 @@ class ProcessAddress:
     address: str | tuple[str, int]
 
     def __str__(self) -> str:
+        if self.family == socket.AF_UNSPEC:
+            return str(self.address)  # an in-process app
         if isinstance(self.address, str):
             return f"unix:{self.address}"
         return f"{self.address[0]}:{self.address[1]}"

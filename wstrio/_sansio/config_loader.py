@@ -14,6 +14,7 @@ Never imports trio.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
@@ -207,6 +208,22 @@ def _signal(value: object) -> int:
         _bad(f"must be a signal name such as 'SIGTERM' or 'SIGINT', or a number, not {value!r}")
 
 
+def _import_object(value: object) -> Any:
+    text = _string(value)
+    module_name, sep, attr = text.partition(":")
+    if not sep or not module_name or not attr:
+        _bad(f"must be 'package.module:function', not {text!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # import errors of user code: report, do not crash check
+        _bad(f"cannot import {text!r}: {type(exc).__name__}: {exc}")
+    if not callable(obj):
+        _bad(f"{text!r} is not callable")
+    return obj
+
+
 def _workers(value: object) -> int:
     if value == "auto":
         return os.cpu_count() or 1
@@ -245,7 +262,8 @@ def _listen_string(text: str, base: Path) -> ListenAddress:
         host, sep, port_text = text.rpartition(":")
         if not sep or ":" in host:
             _bad(f"{forms}, not {text!r}")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isascii: str.isdigit() also accepts digits int() rejects ("²") or reads oddly ("８０").
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         _bad(f"port must be a number from 0 to 65535 in {text!r}")
     return ListenAddress("tcp", host, int(port_text))
 
@@ -267,8 +285,10 @@ class _Loader(_Walker):
                 extra = set(item) - {"address", "tls"}
                 if extra:
                     _bad(f"item {i}: unknown keys {sorted(extra)}; allowed: address, tls")
+                if "address" not in item:
+                    _bad(f"item {i}: 'address' is required")
                 try:
-                    addr = _listen_string(_string(item.get("address")), self.base)
+                    addr = _listen_string(_string(item["address"]), self.base)
                     tls = _bool(item["tls"]) if "tls" in item else None
                 except _Bad as exc:
                     _bad(f"item {i}: {exc.message}")
@@ -315,11 +335,21 @@ class _Loader(_Walker):
             "write-timeout": _seconds,
             "check-local": _bool,
             "label": _string,
+            "app": _import_object,
         }
         before = len(self.problems)
         got = self.table(data, path, schema)
         if len(self.problems) > before:
             return None
+        if "app" in got:
+            others = sorted(set(got) & {"host", "port", "socket", "bin-path"})
+            if others:
+                self.problem(path, f"an 'app' backend runs in wstrio; it takes no {', '.join(others)}")
+                return None
+            if handler != "wstunnel":
+                self.problem(f"{path}.app", "in-process apps are only for wstunnel routes")
+                return None
+            return Backend(app=got["app"], min_procs=1, max_procs=1, label=got.get("label"))
         host = got.get("host")
         if isinstance(host, str) and host.startswith("/"):
             # lighttpd treats a host starting with "/" as a socket path.
@@ -335,7 +365,7 @@ class _Loader(_Walker):
                 if "bin-path" in got or host is not None:
                     self.problem(f"{path}.port", "is required with 'host' (or use 'socket')")
                 else:
-                    self.problem(path, "needs 'socket', or 'host' and 'port'")
+                    self.problem(path, "needs 'socket', 'host' and 'port', or 'app'")
                 return None
             if host is None:
                 host = "127.0.0.1"

@@ -1,1 +1,0 @@
-"""pytest plugin for wstrio (fixtures arrive with the embedding issue)."""
