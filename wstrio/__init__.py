@@ -28,4 +28,5 @@ from ._io.server import serve_listeners as serve_listeners
 from ._io.spawn import ProcessAddress as ProcessAddress
 from ._sansio.config_loader import config_from_mapping as config_from_mapping
 from ._sansio.config_loader import load_config as load_config
+from ._sansio.request import Request as Request
 from ._version import __version__ as __version__
