@@ -51,14 +51,18 @@ from .._config import Backend, ListenAddress, Route, ServerConfig
 from .._io.server import Server, serve
 from .._sansio.config_loader import config_from_mapping
 from .._sansio.request import Request
-from ._client import ConnectionRejected, WebSocketClient, open_websocket
+from ._client import ConnectionRejected, WebSocketClient, open_websocket, open_websocket_stream
+from ._memory import MemoryConnector, MemoryListener
 
 __all__ = [
     "ConnectionRejected",
+    "MemoryConnector",
+    "MemoryListener",
     "WebSocketClient",
     "as_config",
     "echo_app",
     "open_websocket",
+    "open_websocket_stream",
     "serve_echo",
     "start_server",
     "wstrio_client",

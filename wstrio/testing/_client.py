@@ -27,7 +27,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-__all__ = ["ConnectionRejected", "WebSocketClient", "open_websocket"]
+__all__ = ["ConnectionRejected", "WebSocketClient", "open_websocket", "open_websocket_stream"]
 
 Message = str | bytes
 
@@ -198,42 +198,64 @@ async def open_websocket(
     else:
         with trio.fail_after(timeout):
             stream, authority, target = await _connect_stream(url, ssl_context)
-    async with stream:
-        ws = WSConnection(ConnectionType.CLIENT)
-        extra = [(k.encode(), v.encode()) for k, v in headers]
-        if origin is not None:
-            extra.append((b"origin", origin.encode()))
-        client = WebSocketClient(stream, ws, timeout)
-        await client._send(
-            Request(host=authority, target=target, subprotocols=list(subprotocols), extra_headers=extra)
-        )
-        with trio.fail_after(timeout):
-            accepted = False
-            status = 0
-            rejected_headers: list[tuple[bytes, bytes]] = []
-            body = b""
-            while not accepted:
-                data = await stream.receive_some(65536)
-                ws.receive_data(data or None)
-                for event in ws.events():
-                    if isinstance(event, AcceptConnection):
-                        accepted = True
-                        client.subprotocol = event.subprotocol
-                        client.response_headers = tuple(event.extra_headers)
-                    elif isinstance(event, RejectConnection):
-                        status = event.status_code
-                        rejected_headers = list(event.headers)
-                        if not event.has_body:
-                            raise ConnectionRejected(status, rejected_headers, b"")
-                    elif isinstance(event, RejectData):
-                        body += bytes(event.data)
-                        if event.body_finished:
-                            raise ConnectionRejected(status, rejected_headers, body)
-                if not data and not accepted:
-                    raise ConnectionRejected(status, rejected_headers, body)
-        try:
-            yield client
-        finally:
-            if client.close_code is None:
-                with trio.move_on_after(1, shield=True):
-                    await client.close()
+    async with stream, open_websocket_stream(
+        stream, host=authority, target=target, subprotocols=subprotocols, headers=headers, origin=origin,
+        timeout=timeout,
+    ) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def open_websocket_stream(
+    stream: trio.abc.Stream,
+    *,
+    host: str = "localhost",
+    target: str = "/",
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
+    origin: str | None = None,
+    timeout: float = 10.0,
+) -> AsyncIterator[WebSocketClient]:
+    """Do the client handshake on an open ``stream`` (e.g. from a :class:`MemoryListener`).
+
+    The stream is not closed on exit; the WebSocket is.
+
+    Raises:
+        ConnectionRejected: the server did not answer 101 (with its status).
+    """
+    ws = WSConnection(ConnectionType.CLIENT)
+    extra = [(k.encode(), v.encode()) for k, v in headers]
+    if origin is not None:
+        extra.append((b"origin", origin.encode()))
+    client = WebSocketClient(stream, ws, timeout)
+    await client._send(Request(host=host, target=target, subprotocols=list(subprotocols), extra_headers=extra))
+    with trio.fail_after(timeout):
+        accepted = False
+        status = 0
+        rejected_headers: list[tuple[bytes, bytes]] = []
+        body = b""
+        while not accepted:
+            data = await stream.receive_some(65536)
+            ws.receive_data(data or None)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = True
+                    client.subprotocol = event.subprotocol
+                    client.response_headers = tuple(event.extra_headers)
+                elif isinstance(event, RejectConnection):
+                    status = event.status_code
+                    rejected_headers = list(event.headers)
+                    if not event.has_body:
+                        raise ConnectionRejected(status, rejected_headers, b"")
+                elif isinstance(event, RejectData):
+                    body += bytes(event.data)
+                    if event.body_finished:
+                        raise ConnectionRejected(status, rejected_headers, body)
+            if not data and not accepted:
+                raise ConnectionRejected(status, rejected_headers, body)
+    try:
+        yield client
+    finally:
+        if client.close_code is None:
+            with trio.move_on_after(1, shield=True):
+                await client.close()
