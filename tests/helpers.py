@@ -11,11 +11,21 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import inspect
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import trio
+from websockets.sync.client import ClientConnection, connect, unix_connect
 
 import wstrio
 
@@ -77,3 +87,502 @@ def echo_route(port: int, path: str = "/ws/", **extra: Any) -> dict[str, Any]:
 async def ws_client(fn: Callable[..., T], *args: Any) -> T:
     """Run blocking ``fn(*args)`` (using ``websockets.sync.client``) in a thread."""
     return await trio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+
+
+# ---------------------------------------------------------------------------
+# Integration tier: the websockets client, raw sockets and WebSocket frames,
+# test backends, processes and the command line.
+# ---------------------------------------------------------------------------
+
+RAW_TIMEOUT = 10.0
+"""Seconds one raw-client read may wait before the test fails (no test waits this long when passing)."""
+
+_CONNECT_HAS_PROXY = "proxy" in inspect.signature(connect).parameters
+
+
+def ws_connect(url: str, *, unix_path: Path | None = None, **kwargs: Any) -> ClientConnection:
+    """``websockets.sync.client.connect`` with test defaults; use it as a context manager.
+
+    No proxy (whatever the environment says), no size limit on received
+    messages, no flow-control limit on the receive queue (a test may send
+    16 MiB before it reads the echo), 10 s open and close timeouts.  With
+    ``unix_path`` it connects over that unix socket (``url`` gives Host and path).
+    Call it only in a function run by :func:`ws_client`.
+    """
+    kwargs.setdefault("open_timeout", 10)
+    kwargs.setdefault("close_timeout", 10)
+    kwargs.setdefault("max_size", None)
+    kwargs.setdefault("max_queue", None)
+    ws: ClientConnection
+    if unix_path is not None:
+        ws = unix_connect(str(unix_path), url, **kwargs)
+    else:
+        if _CONNECT_HAS_PROXY:
+            kwargs.setdefault("proxy", None)
+        ws = connect(url, **kwargs)
+    return ws
+
+
+def ws_receive_bytes(ws: ClientConnection, total: int, timeout: float = 10.0) -> list[str | bytes]:
+    """Receive messages until their payloads (text as UTF-8) add up to ``total`` bytes."""
+    messages: list[str | bytes] = []
+    got = 0
+    while got < total:
+        message = ws.recv(timeout=timeout)
+        messages.append(message)
+        got += len(message.encode() if isinstance(message, str) else message)
+    return messages
+
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
+"""The RFC 6455 sample key; its accept token is :data:`WS_ACCEPT`."""
+WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
+    """One masked frame as a client sends it."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+def client_close_frame(code: int, reason: str = "") -> bytes:
+    """A masked CLOSE frame with ``code`` and ``reason``."""
+    return client_frame(OP_CLOSE, struct.pack("!H", code) + reason.encode())
+
+
+def handshake_request(
+    path: str = "/ws/",
+    *,
+    host: str | None = "localhost",
+    key: bytes | None = WS_KEY,
+    version: bytes | None = b"13",
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """A WebSocket handshake request; ``None`` leaves a header out."""
+    lines = [f"GET {path} HTTP/1.1".encode()]
+    if host is not None:
+        lines.append(b"Host: " + host.encode())
+    lines += [b"Upgrade: websocket", b"Connection: Upgrade"]
+    if key is not None:
+        lines.append(b"Sec-WebSocket-Key: " + key)
+    if version is not None:
+        lines.append(b"Sec-WebSocket-Version: " + version)
+    lines += [f"{k}: {v}".encode() for k, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@attrs.frozen
+class RawResponse:
+    """An HTTP response read by :class:`RawClient` (header names lower-cased)."""
+
+    status: int
+    reason: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes = b""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or ``None``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@attrs.frozen
+class Frame:
+    """A WebSocket frame read by :class:`RawClient`."""
+
+    fin: bool
+    opcode: int
+    payload: bytes
+    masked: bool = False
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of a CLOSE frame (``None`` for an empty CLOSE or another opcode)."""
+        if self.opcode != OP_CLOSE or len(self.payload) < 2:
+            return None
+        code: int = struct.unpack("!H", self.payload[:2])[0]
+        return code
+
+
+class RawClient:
+    """A byte-level client, for requests no well-behaved client would send.
+
+    Every read fails the test (:class:`trio.TooSlowError`) after
+    :data:`RAW_TIMEOUT` seconds, so a server that never answers cannot hang
+    the suite.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.eof = False
+
+    @classmethod
+    async def tcp(cls, port: int, host: str = "127.0.0.1") -> RawClient:
+        """Connect to ``host:port``."""
+        return cls(await trio.open_tcp_stream(host, port))
+
+    @classmethod
+    async def unix(cls, path: Path) -> RawClient:
+        """Connect to the unix socket ``path``."""
+        return cls(await trio.open_unix_socket(str(path)))
+
+    async def send(self, data: bytes) -> None:
+        """Send ``data`` in one write."""
+        await self.stream.send_all(data)
+
+    async def send_eof(self) -> None:
+        """Half-close: no more bytes from us."""
+        assert isinstance(self.stream, trio.abc.HalfCloseableStream)
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+    async def _fill(self) -> bool:
+        """Read more into the buffer; False at EOF (a reset counts as EOF)."""
+        if self.eof:
+            return False
+        with trio.fail_after(RAW_TIMEOUT):
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        return True
+
+    async def receive_within(self, seconds: float) -> bytes | None:
+        """Whatever arrives within ``seconds`` (b"" at EOF), or ``None`` if nothing did.
+
+        For checks that something does *not* happen; assert on the outcome only.
+        """
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            return data
+        with trio.move_on_after(seconds):
+            if await self._fill():
+                data = bytes(self.buffer)
+                self.buffer.clear()
+                return data
+            return b""
+        return None
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; AssertionError at EOF before that."""
+        while len(self.buffer) < n:
+            if not await self._fill():
+                msg = f"EOF after {len(self.buffer)} of {n} bytes"
+                raise AssertionError(msg)
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read_until(self, delimiter: bytes) -> bytes:
+        """Bytes up to and including ``delimiter``; AssertionError at EOF before it."""
+        while (i := self.buffer.find(delimiter)) < 0:
+            if not await self._fill():
+                msg = f"EOF before {delimiter!r}; got {bytes(self.buffer)[:200]!r}"
+                raise AssertionError(msg)
+        end = i + len(delimiter)
+        data = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return data
+
+    async def read_to_eof(self) -> bytes:
+        """Everything until the server closes the connection."""
+        while await self._fill():
+            pass
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    async def read_head(self) -> RawResponse:
+        """A status line and headers (no body)."""
+        head = await self.read_until(b"\r\n\r\n")
+        status_line, *lines = head[:-4].split(b"\r\n")
+        _version, status, reason = [*status_line.split(b" ", 2), b""][:3]
+        headers = []
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers.append((name.strip().lower(), value.strip()))
+        return RawResponse(int(status), reason, tuple(headers))
+
+    async def read_response(self, method: str = "GET") -> RawResponse:
+        """A whole response; the body is read by Content-Length, or to EOF without one."""
+        head = await self.read_head()
+        if method == "HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
+            return head
+        length = head.header(b"content-length")
+        if length is not None:
+            body = await self.read_exactly(int(length))
+        else:
+            body = await self.read_to_eof()
+        return attrs.evolve(head, body=body)
+
+    async def request(self, data: bytes, method: str = "GET") -> RawResponse:
+        """Send ``data`` and read one response."""
+        await self.send(data)
+        return await self.read_response(method)
+
+    async def read_frame(self) -> Frame:
+        """One WebSocket frame."""
+        b0, b1 = await self.read_exactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", await self.read_exactly(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await self.read_exactly(8))
+        mask = await self.read_exactly(4) if b1 & 0x80 else b""
+        payload = await self.read_exactly(n)
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return Frame(bool(b0 & 0x80), b0 & 0x0F, payload, bool(mask))
+
+    async def read_frames_until_close(self) -> list[Frame]:
+        """Frames up to and including the CLOSE (AssertionError at EOF before it)."""
+        frames = []
+        while True:
+            frame = await self.read_frame()
+            frames.append(frame)
+            if frame.opcode == OP_CLOSE:
+                return frames
+
+    async def ws_handshake(self, path: str = "/ws/", **kwargs: Any) -> RawResponse:
+        """Send a handshake (see :func:`handshake_request`) and read the response head."""
+        await self.send(handshake_request(path, **kwargs))
+        return await self.read_head()
+
+
+def frames_payload(frames: Sequence[Frame], opcode: int | None = None) -> bytes:
+    """The concatenated payloads of the data frames (optionally of one opcode)."""
+    kinds = (OP_TEXT, OP_BINARY, OP_CONTINUATION) if opcode is None else (opcode,)
+    return b"".join(f.payload for f in frames if f.opcode in kinds)
+
+
+async def serve_tcp_backend(nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Awaitable[None]]) -> int:
+    """Run ``handler`` for every connection to a TCP server on 127.0.0.1; returns its port.
+
+    ``handler`` owns nothing: the stream is closed after it returns.
+    """
+
+    async def run(stream: trio.SocketStream) -> None:
+        async with stream:
+            await handler(stream)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, run, 0, host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+def unused_tcp_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def has_ipv6_loopback() -> bool:
+    """True if ``[::1]`` can be bound here."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+PROCESS_TIMEOUT = 30.0
+"""Seconds a process may take to start listening, to exit, or to die."""
+
+
+async def wait_pid_gone(pid: int) -> None:
+    """Wait until process ``pid`` has exited (any process, not only our children).
+
+    Raises:
+        trio.TooSlowError: it is still running after :data:`PROCESS_TIMEOUT` seconds.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with trio.fail_after(PROCESS_TIMEOUT):
+            while pid_alive(pid):
+                await trio.lowlevel.wait_readable(fd)
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+
+
+PID_ECHO_BACKEND = """\
+# A spawned line-echo backend for wstrio's tests (bin-path; listening socket on fd 0).
+# "pid\\n" answers the process id; "exit\\n" makes the process exit with status 3.
+# With WSTRIO_TEST_NOTIFY set, it sends its pid to that unix socket on start.
+import os
+import socket
+import threading
+
+
+def serve(conn):
+    with conn, conn.makefile("rb", buffering=0) as reader:
+        for line in iter(reader.readline, b""):
+            if line == b"exit\\n":
+                os._exit(3)
+            if line == b"pid\\n":
+                line = b"%d\\n" % os.getpid()
+            conn.sendall(line)
+
+
+listener = socket.socket(fileno=0)
+notify = os.environ.get("WSTRIO_TEST_NOTIFY")
+if notify:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(notify)
+        sock.sendall(b"%d\\n" % os.getpid())
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def write_python_backend(path: Path, source: str = PID_ECHO_BACKEND) -> Path:
+    """Write ``source`` as an executable script run by this Python; returns ``path``."""
+    path.write_text(f"#!{sys.executable}\n{source}")
+    path.chmod(0o755)
+    return path
+
+
+async def notify_socket(nursery: trio.Nursery, path: Path) -> trio.MemoryReceiveChannel[int]:
+    """Listen on unix socket ``path``; every pid a backend sends there arrives on the channel."""
+    send, receive = trio.open_memory_channel[int](100)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(16)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        data = b""
+        async with stream:
+            while chunk := await stream.receive_some(64):
+                data += chunk
+        await send.send(int(data))
+
+    await nursery.start(trio.serve_listeners, handle, [trio.SocketListener(sock)])
+    return receive
+
+
+def toml_string(value: str | Path) -> str:
+    """``value`` as a TOML basic string."""
+    text = str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+@attrs.define(eq=False)
+class CliServer:
+    """``python -m wstrio serve CONFIG`` running as a child process."""
+
+    process: trio.Process
+    port: int
+    stderr: list[str]
+    """Log lines read so far (more arrive while it runs)."""
+    exited: trio.Event
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait (at most :data:`PROCESS_TIMEOUT` s) for the exit status."""
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        with trio.fail_after(PROCESS_TIMEOUT):
+            await self.exited.wait()
+            return await self.process.wait()
+
+
+async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str) -> CliServer:
+    """Start ``python -m wstrio serve config`` and wait for its "listening on" line.
+
+    The port is parsed from that log line (use ``127.0.0.1:0`` in the config).
+    The process is killed when ``nursery`` is cancelled.
+
+    Raises:
+        AssertionError: it exited before listening (with its stderr).
+    """
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "wstrio", "serve", str(config), *args],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=str(config.parent),
+    )
+    lines: list[str] = []
+    listening = trio.Event()
+    exited = trio.Event()
+    found: list[int] = []
+
+    async def read_stderr() -> None:
+        assert process.stderr is not None
+        pending = b""
+        eof = False
+        try:
+            while chunk := await process.stderr.receive_some(65536):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    line = raw.decode(errors="replace")
+                    lines.append(line)
+                    if not found and (m := _LISTENING.search(line)):
+                        found.append(int(m.group(1)))
+                        listening.set()
+            eof = True
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None and not eof:
+                    process.terminate()  # the test ended with the server still running
+                with trio.move_on_after(PROCESS_TIMEOUT):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            exited.set()
+            listening.set()
+
+    nursery.start_soon(read_stderr)
+    with trio.fail_after(PROCESS_TIMEOUT):
+        await listening.wait()
+    if not found:
+        text = "\n".join(lines)
+        msg = f"wstrio exited with status {process.returncode} before listening:\n{text}"
+        raise AssertionError(msg)
+    return CliServer(process, found[0], lines, exited)

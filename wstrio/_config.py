@@ -172,7 +172,26 @@ class Route:
     upgrade: bool = False
     """``upgrade``: pass WebSocket upgrades through (proxy, cgi, scgi, fastcgi)."""
     assign: tuple[tuple[str, str], ...] = ()
-    """``assign``: extension -> interpreter for CGI (``""`` = execute directly)."""
+    """``assign``: file-name suffix -> interpreter for CGI (``""`` = execute directly).
+
+    The longest matching suffix wins; the suffix ``""`` matches every file.
+    Empty (the default) means ``{"" = ""}``: every file is executed directly."""
+    execute_x_only: bool = False
+    """``execute-x-only``: cgi: run a script through its interpreter only if it is executable (``chmod +x``)."""
+    read_timeout: float = 0.0
+    """``read-timeout``: cgi: seconds the script may stay silent before and while it answers (0 = no limit).
+
+    lighttpd ``cgi.limits`` ``read-timeout``; 504 before the response head.  Not applied after a 101."""
+    write_timeout: float = 0.0
+    """``write-timeout``: cgi: seconds a write of the request body to the script may block (0 = no limit)."""
+    local_redirect: bool = True
+    """``local-redirect``: cgi, scgi, fastcgi: serve a ``Location: /path`` response (RFC 3875 6.2.2) internally."""
+    environment: tuple[tuple[str, str], ...] = ()
+    """``environment``: cgi, scgi, fastcgi: extra variables for the request environment (override computed ones)."""
+    forwarded: bool = False
+    """``forwarded``: also send an RFC 7239 ``Forwarded`` header (proxy; ``X-Forwarded-*`` are always sent)."""
+    replace_http_host: bool = False
+    """``replace-http-host``: send the backend's label (or host:port) as ``Host`` instead of the client's (proxy)."""
 
     @property
     def effective_pong_timeout(self) -> float:
@@ -221,6 +240,12 @@ class ServerConfig:
     """``shutdown-timeout``: grace period on SIGINT/SIGTERM before connections are cut."""
     tls: TlsConfig | None = None
     """``[server.tls]``: enables https/wss."""
+    http2: bool = True
+    """``http2``: offer HTTP/2 (ALPN ``h2`` on TLS, prior-knowledge h2c on cleartext)."""
+    h2_max_concurrent_streams: int = 100
+    """``h2-max-concurrent-streams``: streams (requests, WebSockets) open at once on one HTTP/2 connection."""
+    h2_initial_window_size: int = 65536
+    """``h2-initial-window-size``: bytes a client may send on one HTTP/2 stream before wstrio has read them."""
     workers: int = 1
     """``workers``: worker processes (``"auto"`` = one per CPU)."""
     source: str = "<mapping>"

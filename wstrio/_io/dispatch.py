@@ -10,6 +10,7 @@ from .._config import ServerConfig
 from .._sansio.routing import Router
 from .backends import BackendConnector, RouteBackends, make_route_backends
 from .exchange import ClientGone, Exchange, send_simple
+from .proxy import handle_proxy
 from .static import serve_static
 from .wstunnel import handle_wstunnel
 
@@ -43,6 +44,8 @@ class ServerContext:
             index = self._route_index[id(route)]
             if route.handler == "wstunnel":
                 await handle_wstunnel(exchange, route, self.backends[index], self.config)
+            elif route.handler == "proxy":
+                await handle_proxy(exchange, route, self.backends[index], self.config)
             else:
                 await send_simple(exchange, 501, f"handler {route.handler!r} is not available\n".encode())
         except ClientGone:

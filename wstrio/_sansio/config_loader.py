@@ -33,6 +33,7 @@ __all__ = ["config_from_mapping", "load_config", "parse_listen"]
 HANDLERS = ("wstunnel", "proxy", "cgi", "scgi", "fastcgi")
 BALANCES = ("fair", "least-connection", "round-robin", "hash", "sticky")
 BACKEND_HANDLERS = ("wstunnel", "proxy", "scgi", "fastcgi")
+GATEWAY_HANDLERS = ("cgi", "scgi", "fastcgi")
 
 
 class _Bad(Exception):
@@ -183,6 +184,32 @@ def _string_table(value: object) -> tuple[tuple[str, str], ...]:
             _bad(f"value of {k!r} must be a string, not {_type_name(v)} {v!r}")
         out.append((str(k), v))
     return tuple(out)
+
+
+def _assign(value: object) -> tuple[tuple[str, str], ...]:
+    # lighttpd cgi.assign: suffix -> interpreter; "" runs the file itself.
+    # The interpreter is execve()d, not looked up in PATH, so it must be absolute.
+    pairs = _string_table(value)
+    out = []
+    for suffix, interpreter in pairs:
+        program = os.path.expanduser(interpreter) if interpreter else ""
+        if program and not os.path.isabs(program):
+            _bad(
+                f"value of {suffix!r} must be an absolute path to an interpreter (e.g. '/usr/bin/python3'),"
+                f" or '' to execute the script itself, not {interpreter!r}"
+            )
+        out.append((suffix, program))
+    return tuple(out)
+
+
+def _environment(value: object) -> tuple[tuple[str, str], ...]:
+    pairs = _string_table(value)
+    for name, text in pairs:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            _bad(f"variable name {name!r} must be letters, digits and '_', not starting with a digit")
+        if "\0" in text:
+            _bad(f"value of {name!r} must not contain a NUL character")
+    return pairs
 
 
 def _regex(value: object) -> re.Pattern[str]:
@@ -414,7 +441,14 @@ class _Loader(_Walker):
             "ping-interval": _seconds,
             "pong-timeout": _seconds,
             "upgrade": _bool,
-            "assign": _string_table,
+            "assign": _assign,
+            "execute-x-only": _bool,
+            "read-timeout": _seconds,
+            "write-timeout": _seconds,
+            "local-redirect": _bool,
+            "environment": _environment,
+            "forwarded": _bool,
+            "replace-http-host": _bool,
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -435,8 +469,16 @@ class _Loader(_Walker):
                     self.problem(f"{path}.{key}", f"only applies to wstunnel routes, not {handler!r}")
         if handler == "wstunnel" and "upgrade" in got:
             self.problem(f"{path}.upgrade", "does not apply to wstunnel routes (they always take WebSocket upgrades)")
-        if "assign" in got and handler != "cgi":
-            self.problem(f"{path}.assign", "only applies to cgi routes")
+        for key in ("assign", "execute-x-only", "read-timeout", "write-timeout"):
+            if key in got and handler is not None and handler != "cgi":
+                hint = " (scgi and fastcgi take it per [[route.backend]])" if key.endswith("-timeout") else ""
+                self.problem(f"{path}.{key}", f"only applies to cgi routes{hint}")
+        for key in ("local-redirect", "environment"):
+            if key in got and handler is not None and handler not in GATEWAY_HANDLERS:
+                self.problem(f"{path}.{key}", f"only applies to cgi, scgi and fastcgi routes, not {handler!r}")
+        for key in ("forwarded", "replace-http-host"):
+            if key in got and handler is not None and handler != "proxy":
+                self.problem(f"{path}.{key}", f"only applies to proxy routes, not {handler!r}")
         backends: list[Backend] = []
         raw_backends = data.get("backend", []) if isinstance(data, Mapping) else []
         if isinstance(raw_backends, Mapping):
@@ -453,6 +495,10 @@ class _Loader(_Walker):
             b = self.backend(raw, f"{path}.backend[{i}]", handler)
             if b is not None:
                 backends.append(b)
+        if len({b.check_local for b in backends}) > 1:
+            # The request is matched against document-root before a backend
+            # is chosen, so the hosts of one route cannot disagree.
+            self.problem(f"{path}.backend", "check-local must be the same for every backend of a route")
         if len(self.problems) > before or handler is None:
             return None
         return Route(
@@ -468,6 +514,13 @@ class _Loader(_Walker):
             pong_timeout=got.get("pong-timeout"),
             upgrade=got.get("upgrade", False),
             assign=got.get("assign", ()),
+            execute_x_only=got.get("execute-x-only", False),
+            read_timeout=got.get("read-timeout", 0.0),
+            write_timeout=got.get("write-timeout", 0.0),
+            local_redirect=got.get("local-redirect", True),
+            environment=got.get("environment", ()),
+            forwarded=got.get("forwarded", False),
+            replace_http_host=got.get("replace-http-host", False),
         )
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
@@ -501,9 +554,16 @@ class _Loader(_Walker):
                 "shutdown-timeout": _seconds,
                 "tls": lambda v: v,
                 "workers": _workers,
+                "http2": _bool,
+                "h2-max-concurrent-streams": _int(1, 1 << 20),
+                "h2-initial-window-size": _int(1024, (1 << 31) - 1),
             },
         )
         tls = self.tls(tls_data, "server.tls") if tls_data is not None else None
+        if tls_data is None:
+            for i, address in enumerate(server.get("listen", ())):
+                if address.tls:
+                    self.problem(f"server.listen[{i}].tls", "needs [server.tls] (certificate and private-key)")
         for key, value in server.get("mimetype-assign", ()):
             if not key.startswith("."):
                 self.problem(f"server.mimetype-assign.{key}", "keys are extensions starting with '.'")
@@ -519,6 +579,18 @@ class _Loader(_Walker):
         for i, route in enumerate(routes):
             if route is not None and route.handler == "cgi" and "document-root" not in server:
                 self.problem(f"route[{i}]", "a cgi route needs server.document-root (scripts are found there)")
+            if (
+                route is not None
+                and route.handler in ("scgi", "fastcgi")
+                and route.backends
+                and route.backends[0].check_local
+                and "document-root" not in server
+            ):
+                self.problem(
+                    f"route[{i}]",
+                    "check-local = true (the default) needs server.document-root (requests must name a file"
+                    " there); set check-local = false in [[route.backend]] to send every request to the backend",
+                )
         if self.problems:
             return None
         kwargs: dict[str, Any] = {
@@ -540,6 +612,9 @@ class _Loader(_Walker):
             "max-request-headers": "max_request_headers",
             "shutdown-timeout": "shutdown_timeout",
             "workers": "workers",
+            "http2": "http2",
+            "h2-max-concurrent-streams": "h2_max_concurrent_streams",
+            "h2-initial-window-size": "h2_initial_window_size",
         }
         for key, attr in names.items():
             if key in server:

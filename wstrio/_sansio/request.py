@@ -18,9 +18,40 @@ import attrs
 
 from .._errors import HandshakeRejected
 
-__all__ = ["Request", "has_token", "normalize_target"]
+__all__ = ["H2_CONNECTION_HEADERS", "Request", "has_token", "header_list_size", "normalize_target"]
 
 Headers = tuple[tuple[bytes, bytes], ...]
+
+H2_CONNECTION_HEADERS = frozenset(
+    [b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"]
+)
+"""Connection-specific header fields, which HTTP/2 forbids (RFC 9113 section 8.2.2)."""
+
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_H2_REQUEST_PSEUDO = frozenset([b":method", b":scheme", b":authority", b":path", b":protocol"])
+
+
+def header_list_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The size of a header list as HTTP/2 counts it: name + value + 32 per field (RFC 9113 6.5.2)."""
+    return sum(len(name) + len(value) + 32 for name, value in headers)
+
+
+def _h2_malformed(message: str) -> HandshakeRejected:
+    return HandshakeRejected(f"malformed HTTP/2 request: {message}", 400)
+
+
+def _check_h2_field(name: bytes, value: bytes) -> None:
+    # RFC 9113 8.2.1: lower-case names of visible ASCII without ':'; values
+    # without NUL, CR or LF and without surrounding whitespace.
+    if not name:
+        raise _h2_malformed("empty header name")
+    for c in name:
+        if c <= 0x20 or 0x41 <= c <= 0x5A or c >= 0x7F or c == 0x3A:
+            raise _h2_malformed(f"invalid header name {name[:80]!r} (names are lower-case tokens)")
+    if b"\0" in value or b"\r" in value or b"\n" in value:
+        raise _h2_malformed(f"header {name!r} has a NUL, CR or LF in its value")
+    if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
+        raise _h2_malformed(f"header {name!r} has whitespace around its value")
 
 
 def has_token(value: bytes | None, token: bytes) -> bool:
@@ -104,7 +135,13 @@ class Request:
     """One request (or WebSocket handshake), independent of the HTTP version."""
 
     method: str
-    """``GET``, ``POST``, ... (``GET`` for an HTTP/2 extended CONNECT WebSocket)."""
+    """``GET``, ``POST``, ...
+
+    An HTTP/2 extended CONNECT WebSocket (``:method CONNECT``, ``:protocol
+    websocket``) is presented as ``GET``, like the HTTP/1.1 handshake it stands
+    for: handlers check :attr:`websocket` and :attr:`h2`, and a gateway that
+    passes it to an HTTP/1.1 backend sends ``GET`` (as lighttpd does for
+    mod_proxy and CGI).  Only the access log shows the wire method."""
     target: bytes
     """The raw request-target as received (path and query, not decoded)."""
     path: str
@@ -192,4 +229,113 @@ class Request:
             server=server,
             websocket=websocket,
             upgrade=upgrade,
+        )
+
+    @classmethod
+    def from_h2(
+        cls,
+        headers: Iterable[tuple[bytes, bytes]],
+        *,
+        scheme: str = "https",
+        client: tuple[str, int] | None = None,
+        server: tuple[str, int] | None = None,
+        max_header_list_size: int | None = None,
+        max_headers: int | None = None,
+    ) -> Request:
+        """Build a request from the header block of an HTTP/2 stream.
+
+        h2 is run without its own header validation (it would turn one bad
+        request into an error of the whole connection, killing every other
+        WebSocket on it), so every rule of RFC 9113 section 8 and RFC 8441 is
+        checked here, with lighttpd's answers (reference section 9):
+
+        * pseudo-headers first, each at most once, only the request ones;
+          names lower-case; no connection-specific fields (an ``upgrade``
+          header is a 400, as in lighttpd); ``te`` only ``trailers``: else 400;
+        * ``:method`` always; ``:scheme`` and ``:path`` for everything but a
+          plain CONNECT (so also for extended CONNECT): else 400;
+        * ``:protocol`` only with CONNECT: else 400 (lighttpd ignores it; RFC
+          8441 section 4 makes such a request malformed);
+        * extended CONNECT with a ``:protocol`` other than ``websocket``: 405;
+          a plain CONNECT (a proxy tunnel to ``:authority``): 405;
+        * header list above ``max_header_list_size`` (counted as SETTINGS
+          does) or more than ``max_headers`` fields: 431.
+
+        ``:authority`` becomes the ``host`` header (it wins over a ``host``
+        field, RFC 9113 8.3.1).  An extended CONNECT WebSocket is presented
+        with method ``GET`` and ``websocket=True``; ``upgrade`` holds the
+        ``:protocol`` value.  ``scheme`` is the connection's (``https`` on TLS),
+        not the client's ``:scheme``.
+
+        Raises:
+            HandshakeRejected: with the status to answer (400, 405 or 431).
+        """
+        pseudo: dict[bytes, bytes] = {}
+        regular: list[tuple[bytes, bytes]] = []
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+            if name.startswith(b":"):
+                if regular:
+                    raise _h2_malformed(f"pseudo-header {name!r} after a regular header")
+                if name not in _H2_REQUEST_PSEUDO:
+                    raise _h2_malformed(f"unknown or response pseudo-header {name[:80]!r}")
+                if name in pseudo:
+                    raise _h2_malformed(f"pseudo-header {name!r} given twice")
+                pseudo[name] = value
+                continue
+            _check_h2_field(name, value)
+            if name in H2_CONNECTION_HEADERS:
+                msg = f"connection-specific header {name!r} is not allowed in HTTP/2"
+                raise HandshakeRejected(msg, 400)
+            if name == b"te" and value.lower() != b"trailers":
+                raise _h2_malformed(f"te must be 'trailers', not {value[:80]!r}")
+            regular.append((name, value))
+        if max_header_list_size is not None and size > max_header_list_size:
+            msg = f"header list of {size} bytes is larger than {max_header_list_size}"
+            raise HandshakeRejected(msg, 431)
+        if max_headers is not None and len(regular) > max_headers:
+            msg = f"{len(regular)} header fields, more than {max_headers}"
+            raise HandshakeRejected(msg, 431)
+        method = pseudo.get(b":method")
+        if not method:
+            raise _h2_malformed("no :method")
+        protocol = pseudo.get(b":protocol")
+        websocket = False
+        if method == b"CONNECT":
+            if protocol is None:
+                msg = "CONNECT to a host is not supported (only extended CONNECT with :protocol websocket)"
+                raise HandshakeRejected(msg, 405)
+            if b":scheme" not in pseudo or b":path" not in pseudo:
+                raise _h2_malformed("extended CONNECT without :scheme or :path")
+            if protocol.lower() != b"websocket":
+                msg = f"extended CONNECT for :protocol {protocol[:80]!r}; only 'websocket' is supported"
+                raise HandshakeRejected(msg, 405)
+            websocket = True
+        elif protocol is not None:
+            raise _h2_malformed(f":protocol with method {method[:20]!r} (only CONNECT takes it)")
+        elif b":scheme" not in pseudo or b":path" not in pseudo:
+            raise _h2_malformed("no :scheme or :path")
+        target = pseudo[b":path"]
+        path, query = normalize_target(target)
+        authority = pseudo.get(b":authority")
+        if authority is not None:
+            hdrs = ((b"host", authority), *(h for h in regular if h[0] != b"host"))
+        else:
+            hdrs = tuple(regular)
+        if not all(c in _TCHAR for c in method):
+            raise _h2_malformed(f":method {method[:20]!r} is not a token")
+        method_text = "GET" if websocket else method.decode("ascii")
+        return cls(
+            method=method_text,
+            target=target,
+            path=path,
+            query=query,
+            headers=hdrs,
+            http_version="2",
+            scheme=scheme,
+            client=client,
+            server=server,
+            websocket=websocket,
+            upgrade=protocol,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Iterable
+from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
 
 __all__ = ["content_type", "etag_for", "http_date", "is_not_modified"]
@@ -101,7 +102,11 @@ def is_not_modified(
         return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
     if if_modified_since is not None:
         try:
-            since = parsedate_to_datetime(if_modified_since.decode("latin-1")).timestamp()
+            since_dt = parsedate_to_datetime(if_modified_since.decode("latin-1"))
+            if since_dt.tzinfo is None:
+                # The asctime form (and "-0000") has no zone; HTTP dates are always UTC.
+                since_dt = since_dt.replace(tzinfo=UTC)
+            since = since_dt.timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             return False
         return int(mtime) <= since

@@ -77,11 +77,8 @@ class WebSocketClient:
 
     async def _pump(self) -> bool:
         """Read once and process events; False at EOF."""
-        data = await self._stream.receive_some(65536)
-        if not data:
-            self._ws.receive_data(None)
-        else:
-            self._ws.receive_data(data)
+        data = bytes(await self._stream.receive_some(65536))
+        self._ws.receive_data(data or None)
         for event in self._ws.events():
             if isinstance(event, TextMessage):
                 self._text.append(event.data)
@@ -235,7 +232,7 @@ async def open_websocket_stream(
         rejected_headers: list[tuple[bytes, bytes]] = []
         body = b""
         while not accepted:
-            data = await stream.receive_some(65536)
+            data = bytes(await stream.receive_some(65536))
             ws.receive_data(data or None)
             for event in ws.events():
                 if isinstance(event, AcceptConnection):
