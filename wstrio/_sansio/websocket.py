@@ -88,7 +88,7 @@ def unmask_python(data: bytes | bytearray | memoryview, mask: bytes, offset: int
 unmask = unmask_python
 if not os.environ.get("WSTRIO_NO_SPEEDUPS"):
     try:
-        from .._speedups import unmask  # type: ignore[no-redef]  # the C version, same contract
+        from .._speedups import unmask  # type: ignore[assignment]  # the C version, same contract
     except ImportError:  # pragma: no cover - built without a compiler
         pass
 
@@ -202,7 +202,8 @@ class WebSocketCodec:
             try:
                 self._utf8.decode(piece, self._frame_fin and not self._remaining)
             except UnicodeDecodeError as exc:
-                raise _ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", INVALID_DATA) from None
+                msg = f"invalid UTF-8 in text message: {exc.reason}"
+                raise _ProtocolError(msg, INVALID_DATA) from None
         if piece:
             self._data.append(piece)
 
@@ -231,9 +232,11 @@ class WebSocketCodec:
             b0 = buf[pos]
             b1 = buf[pos + 1]
             if b0 & 0x70:
-                raise _ProtocolError("RSV bits set without a negotiated extension")
+                msg = "RSV bits set without a negotiated extension"
+                raise _ProtocolError(msg)
             if not b1 & 0x80:
-                raise _ProtocolError("client frames must be masked")
+                msg = "client frames must be masked"
+                raise _ProtocolError(msg)
             opcode = b0 & 0x0F
             fin = bool(b0 & 0x80)
             length = b1 & 0x7F
@@ -248,15 +251,19 @@ class WebSocketCodec:
                     break
                 length = _unpack_q(buf, pos + 2)[0]
                 if length >> 63:
-                    raise _ProtocolError("64-bit payload length with the most significant bit set")
+                    msg = "64-bit payload length with the most significant bit set"
+                    raise _ProtocolError(msg)
                 head = 10
             if opcode >= 8:
                 if opcode > OP_PONG:
-                    raise _ProtocolError(f"unknown opcode {opcode:#x}")
+                    msg = f"unknown opcode {opcode:#x}"
+                    raise _ProtocolError(msg)
                 if not fin:
-                    raise _ProtocolError("fragmented control frame")
+                    msg = "fragmented control frame"
+                    raise _ProtocolError(msg)
                 if length > 125:
-                    raise _ProtocolError(f"control frame with a {length}-byte payload (at most 125)")
+                    msg = f"control frame with a {length}-byte payload (at most 125)"
+                    raise _ProtocolError(msg)
                 if n - pos < head + 4 + length:
                     break
                 mask = bytes(buf[pos + head : pos + head + 4])
@@ -267,17 +274,20 @@ class WebSocketCodec:
                     return
                 continue
             if opcode > OP_BINARY:
-                raise _ProtocolError(f"unknown opcode {opcode:#x}")
+                msg = f"unknown opcode {opcode:#x}"
+                raise _ProtocolError(msg)
             # Wait for the whole header (mask included) before touching the
             # message state: this header is parsed again when more bytes come.
             if n - pos < head + 4:
                 break
             if opcode == OP_CONTINUATION:
                 if not self._message:
-                    raise _ProtocolError("continuation frame without a message to continue")
+                    msg = "continuation frame without a message to continue"
+                    raise _ProtocolError(msg)
             else:
                 if self._message:
-                    raise _ProtocolError("new data frame while a fragmented message is in progress")
+                    msg = "new data frame while a fragmented message is in progress"
+                    raise _ProtocolError(msg)
                 self._message = opcode
                 self._utf8 = _utf8_decoder() if opcode == OP_TEXT else None
             self._mask = bytes(buf[pos + head : pos + head + 4])
@@ -305,15 +315,18 @@ class WebSocketCodec:
         if not payload:
             code, reason = NO_STATUS, ""
         elif len(payload) == 1:
-            raise _ProtocolError("CLOSE frame with a 1-byte payload")
+            msg = "CLOSE frame with a 1-byte payload"
+            raise _ProtocolError(msg)
         else:
             code = _unpack_h(payload)[0]
             if not _valid_close_code(code):
-                raise _ProtocolError(f"invalid close code {code}")
+                msg = f"invalid close code {code}"
+                raise _ProtocolError(msg)
             try:
                 reason = payload[2:].decode("utf-8")
             except UnicodeDecodeError:
-                raise _ProtocolError("invalid UTF-8 in the close reason", INVALID_DATA) from None
+                msg = "invalid UTF-8 in the close reason"
+                raise _ProtocolError(msg, INVALID_DATA) from None
         self._done = True
         self.closed_by_client = True
         self._events.append(Close(code, reason, False))
