@@ -203,3 +203,12 @@ async def test_min_procs_zero_starts_on_demand(nursery: trio.Nursery, tmp_path: 
     assert reply.endswith(":hello")
     assert (tmp_path / "lazy.sock-0").exists()
     os.kill(pid, 0)  # the process is running
+
+
+async def test_a_unix_backend_without_bin_path_is_used_at_its_exact_path(nursery: trio.Nursery, tmp_path: Path) -> None:
+    from wstrio.testing import serve_echo
+
+    path = await serve_echo(nursery, unix_path=tmp_path / "plain.sock")
+    config = {"route": [{"path": "/ws/", "handler": "wstunnel", "backend": [{"socket": str(path)}]}]}
+    server = await start_server(nursery, config)
+    assert await ask(server.url("/ws/", scheme="ws"), "exact") == "exact"

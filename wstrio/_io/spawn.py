@@ -86,13 +86,19 @@ class ProcessAddress:
 
 
 def process_address(backend: Backend, index: int) -> ProcessAddress:
-    """``<socket>-<index>`` or ``(host, port + index)``, as lighttpd names them."""
+    """``<socket>-<index>`` or ``(host, port + index)``, as lighttpd names them.
+
+    A backend that is not spawned is one process at exactly its configured
+    address (lighttpd reference section 3.3): no ``-<index>`` suffix.
+    """
     if backend.socket is not None:
+        if not backend.spawned:
+            return ProcessAddress(socket.AF_UNIX, str(backend.socket))
         return ProcessAddress(socket.AF_UNIX, f"{backend.socket}-{index}")
     assert backend.host is not None
     assert backend.port is not None
     family = socket.AF_INET6 if ":" in backend.host else socket.AF_INET
-    return ProcessAddress(family, (backend.host, backend.port + index))
+    return ProcessAddress(family, (backend.host, backend.port + (index if backend.spawned else 0)))
 
 
 def _already_listening(addr: ProcessAddress) -> bool:

@@ -1,0 +1,237 @@
+"""Unit tests for the version-independent request value (wstrio._sansio.request)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wstrio._errors import HandshakeRejected
+from wstrio._sansio.request import Request, has_token, normalize_target
+
+WS_HEADERS = [
+    (b"Host", b"example.com"),
+    (b"Upgrade", b"websocket"),
+    (b"Connection", b"Upgrade"),
+    (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"Sec-WebSocket-Version", b"13"),
+]
+
+
+def _h1(
+    headers: list[tuple[bytes, bytes]] = WS_HEADERS,
+    *,
+    method: bytes = b"GET",
+    target: bytes = b"/ws/",
+    version: bytes = b"1.1",
+) -> Request:
+    return Request.from_h1(method, target, headers, version)
+
+
+def _replace(name: bytes, value: bytes | None) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in WS_HEADERS if k.lower() != name.lower()]
+    if value is not None:
+        headers.append((name, value))
+    return headers
+
+
+# -- normalize_target ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        (b"/", "/", ""),
+        (b"/index.html", "/index.html", ""),
+        (b"/a/b/../c", "/a/c", ""),
+        (b"/a/./b", "/a/b", ""),
+        (b"/a/b/..", "/a/", ""),
+        (b"/a/b/.", "/a/b/", ""),
+        (b"/a/b/", "/a/b/", ""),
+        (b"/.", "/", ""),
+        (b"//a//b", "/a/b", ""),
+        (b"/a/%2e%2e/b", "/b", ""),
+        (b"/a/%2E%2E/b", "/b", ""),
+        (b"/a/.%2e/b", "/b", ""),
+        (b"/caf%C3%A9", "/caf\u00e9", ""),
+        (b"/a%20b", "/a b", ""),
+        (b"/a#frag", "/a", ""),
+        (b"/a/..?q=1", "/", "q=1"),
+    ],
+)
+def test_normalize_target(target: bytes, path: str, query: str) -> None:
+    assert normalize_target(target) == (path, query)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/..", b"/../etc/passwd", b"/a/../..", b"/a/../../b", b"/%2e%2e/x", b"/a/%2e%2e/%2E%2E/x", b"/./.."],
+)
+def test_climbing_above_the_root_is_400(target: bytes) -> None:
+    with pytest.raises(HandshakeRejected, match="climbs above the root") as info:
+        normalize_target(target)
+    assert info.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        (b"/a%00b", "NUL"),
+        (b"/%00", "NUL"),
+        (b"/%ff", "not valid UTF-8"),
+        (b"/caf%C3", "not valid UTF-8"),
+        (b"/\xe9", "not valid UTF-8"),
+        (b"*", "asterisk"),
+        (b"http://example.com/a", "must start with '/'"),
+        (b"", "must start with '/'"),
+        (b"a/b", "must start with '/'"),
+    ],
+)
+def test_unusable_targets_are_400(target: bytes, fragment: str) -> None:
+    with pytest.raises(HandshakeRejected, match=fragment) as info:
+        normalize_target(target)
+    assert info.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("target", "query"),
+    [
+        (b"/a?x=%20&y=..", "x=%20&y=.."),
+        (b"/a?", ""),
+        (b"/a?b?c", "b?c"),
+        (b"/a?p=/../x", "p=/../x"),
+        (b"/a?%2e%2e", "%2e%2e"),
+    ],
+)
+def test_query_is_kept_raw(target: bytes, query: str) -> None:
+    path, got = normalize_target(target)
+    assert path == "/a"
+    assert got == query
+
+
+def test_query_dots_do_not_touch_the_path() -> None:
+    assert normalize_target(b"/a/b?../../..") == ("/a/b", "../../..")
+
+
+# -- has_token ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "token", "expected"),
+    [
+        (b"Upgrade", b"upgrade", True),
+        (b"UPGRADE", b"upgrade", True),
+        (b"upgrade", b"Upgrade", True),
+        (b"keep-alive, Upgrade", b"upgrade", True),
+        (b"keep-alive,upgrade", b"upgrade", True),
+        (b"  upgrade  ", b"upgrade", True),
+        (b"upgrade;q=1", b"upgrade", True),
+        (b"keep-alive", b"upgrade", False),
+        (b"upgraded", b"upgrade", False),
+        (b"x-upgrade", b"upgrade", False),
+        (b"", b"upgrade", False),
+        (None, b"upgrade", False),
+        (b"websocket, h2c", b"websocket", True),
+    ],
+)
+def test_has_token(value: bytes | None, token: bytes, expected: bool) -> None:
+    assert has_token(value, token) is expected
+
+
+# -- Request.from_h1 --------------------------------------------------------------------------
+
+
+def test_websocket_request_is_detected() -> None:
+    request = _h1()
+    assert request.websocket
+    assert request.method == "GET"
+    assert request.path == "/ws/"
+    assert request.http_version == "1.1"
+    assert request.upgrade == b"websocket"
+    assert not request.h2
+
+
+def test_header_names_are_lowercased_and_values_kept() -> None:
+    request = _h1()
+    assert request.header(b"sec-websocket-key") == b"dGhlIHNhbXBsZSBub25jZQ=="
+    assert request.host == "example.com"
+    assert request.header(b"Host") is None
+    assert request.header(b"missing") is None
+
+
+def test_header_values_keeps_every_value_in_order() -> None:
+    request = _h1([*WS_HEADERS, (b"X-A", b"1"), (b"x-a", b"2")])
+    assert request.header_values(b"x-a") == [b"1", b"2"]
+    assert request.header(b"x-a") == b"1"
+
+
+def test_host_is_empty_without_header() -> None:
+    assert _h1(_replace(b"Host", None)).host == ""
+
+
+def test_target_and_query() -> None:
+    request = _h1(target=b"/ws/%2e%2e/chat?room=1")
+    assert request.target == b"/ws/%2e%2e/chat?room=1"
+    assert request.path == "/chat"
+    assert request.query == "room=1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (b"Upgrade", b"WebSocket"),
+        (b"Upgrade", b"WEBSOCKET"),
+        (b"Connection", b"keep-alive, Upgrade"),
+        (b"Connection", b"upgrade"),
+        (b"Connection", b"Upgrade, keep-alive"),
+        (b"Upgrade", b"h2c, websocket"),
+    ],
+)
+def test_websocket_tokens_match_case_insensitively(name: bytes, value: bytes) -> None:
+    assert _h1(_replace(name, value)).websocket
+
+
+def test_connection_tokens_across_several_header_lines() -> None:
+    headers = [*_replace(b"Connection", b"keep-alive"), (b"Connection", b"Upgrade")]
+    assert _h1(headers).websocket
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (b"Upgrade", None),
+        (b"Upgrade", b"h2c"),
+        (b"Upgrade", b"websockets"),
+        (b"Connection", None),
+        (b"Connection", b"keep-alive"),
+        (b"Connection", b"upgraded"),
+    ],
+)
+def test_not_websocket_without_both_tokens(name: bytes, value: bytes | None) -> None:
+    assert not _h1(_replace(name, value)).websocket
+
+
+def test_http10_is_not_websocket() -> None:
+    request = _h1(version=b"1.0")
+    assert not request.websocket
+    assert request.http_version == "1.0"
+
+
+@pytest.mark.parametrize("method", [b"POST", b"HEAD", b"PUT", b"get"])
+def test_only_get_is_websocket(method: bytes) -> None:
+    request = _h1(method=method)
+    assert not request.websocket
+    assert request.method == method.decode()
+
+
+def test_from_h1_rejects_bad_target() -> None:
+    with pytest.raises(HandshakeRejected) as info:
+        _h1(target=b"/../secret")
+    assert info.value.status_code == 400
+
+
+def test_connection_details_are_kept() -> None:
+    request = Request.from_h1(
+        b"GET", b"/", WS_HEADERS, b"1.1", scheme="https", client=("10.0.0.1", 5555), server=("10.0.0.2", 443)
+    )
+    assert request.scheme == "https"
+    assert request.client == ("10.0.0.1", 5555)
+    assert request.server == ("10.0.0.2", 443)

@@ -1,0 +1,124 @@
+"""Fast byte I/O for the tunnel hot path.
+
+Trio's :class:`~trio.SocketStream` yields to the scheduler on every
+``send``/``recv`` (a ``cancel_shielded_checkpoint`` after each successful
+operation) and checks a conflict detector; for a tunnel moving small
+messages that is most of the cost of a round trip.  :class:`FdPipe` talks
+to the socket's file descriptor directly: it tries the non-blocking
+operation first and only waits (``trio.lowlevel.wait_readable`` /
+``wait_writable``) when the kernel says it would block.  So that a busy
+connection cannot starve the others, it checkpoints every
+:data:`CHECKPOINT_EVERY` operations that did not wait.
+
+:func:`pipe_for` picks :class:`FdPipe` for a plain :class:`trio.SocketStream`
+and :class:`StreamPipe` (the ordinary Stream API) for anything else: TLS,
+HTTP/2 streams, memory streams in tests.
+
+The caller must be the stream's only user while it uses the pipe, and must
+stop using it before the stream is closed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import final
+
+import trio
+
+__all__ = ["CHECKPOINT_EVERY", "READ_SIZE", "FdPipe", "Pipe", "StreamPipe", "pipe_for"]
+
+READ_SIZE = 65536
+CHECKPOINT_EVERY = 16
+
+
+class Pipe:
+    """Receive and send bytes on one stream."""
+
+    stream: trio.abc.Stream
+
+    async def receive(self) -> bytes | bytearray:
+        """Up to 64 KiB; ``b""`` at EOF.  Raises OSError/trio errors when broken."""
+        raise NotImplementedError
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send everything (partially sent data is lost if cancelled)."""
+        raise NotImplementedError
+
+    async def send_eof(self) -> None:
+        """Half-close, when the stream supports it."""
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            await self.stream.send_eof()
+
+
+@final
+class StreamPipe(Pipe):
+    """The generic path: the stream's own ``receive_some``/``send_all``."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def receive(self) -> bytes | bytearray:
+        return await self.stream.receive_some(READ_SIZE)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+
+@final
+class FdPipe(Pipe):
+    """The fast path for a plain socket (see the module docstring)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = self._socket_stream = stream
+        self.fd = stream.socket.fileno()
+        self._unyielded = 0
+
+    async def _maybe_checkpoint(self) -> None:
+        self._unyielded += 1
+        if self._unyielded >= CHECKPOINT_EVERY:
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> bytes:
+        fd = self.fd
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            self._unyielded = 0
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    return os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+        await self._maybe_checkpoint()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        fd = self.fd
+        total = len(data)
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent == total:
+            await self._maybe_checkpoint()
+            return
+        view = memoryview(data)
+        self._unyielded = 0
+        while sent < total:
+            await trio.lowlevel.wait_writable(fd)
+            try:
+                sent += os.write(fd, view[sent:])
+            except BlockingIOError:
+                continue
+
+    async def send_eof(self) -> None:
+        await self._socket_stream.send_eof()
+
+
+def pipe_for(stream: trio.abc.Stream) -> Pipe:
+    """The fastest :class:`Pipe` that is correct for ``stream``."""
+    if type(stream) is trio.SocketStream:
+        return FdPipe(stream)
+    return StreamPipe(stream)
