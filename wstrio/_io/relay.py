@@ -1,0 +1,186 @@
+"""The raw byte relay after a protocol switch (proxy, and CGI/SCGI pass-through).
+
+Theory of operation
+-------------------
+:func:`relay` runs one nursery with two sibling tasks, one per direction.
+Each reads up to :data:`READ_SIZE` bytes from its source and writes them,
+unchanged and uncopied, to its destination before reading again, so a slow
+reader on either side stops reads from the other (backpressure: at most one
+chunk per direction is held in memory, plus the kernel's socket buffers).
+Nothing is parsed: the relay never sees WebSocket frames, and any protocol
+the two ends agreed on passes.
+
+Endings:
+
+* **EOF** from one side: the other side is half-closed
+  (:meth:`~trio.abc.HalfCloseableStream.send_eof`), and the other direction
+  runs on until it reaches EOF too; then the relay returns.  A destination
+  that cannot be half-closed (TLS, for one) cannot be told about the EOF,
+  so the relay ends there and the caller closes both streams.
+* **An error** on either side (a broken stream, a write stalled for
+  ``max_write_idle``) ends both directions at once.
+* **Idle**: when no byte moved in *either* direction for ``max_read_idle``
+  seconds the relay ends.  lighttpd counts only the client's silence; a
+  backend that streams to a quiet client would then be cut off, so wstrio
+  counts both (reference section 13, "make idle bidirectional").
+
+Per chunk the relay does one ``receive_some``, one ``send_all``, one clock
+read and two cancel scopes (the idle and write deadlines); nothing per
+message.
+
+Neither stream is closed here: their owners (the HTTP layer for the client,
+the backend lease for the backend) close them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, final
+
+import attrs
+import trio
+
+from .exchange import Upgraded
+
+__all__ = ["READ_SIZE", "RelayOutcome", "relay"]
+
+READ_SIZE = 256 * 1024
+"""Bytes asked of ``receive_some`` at a time: large, so bulk data takes few system calls."""
+
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+Side = Literal["client", "backend"]
+
+
+@final
+@attrs.frozen
+class RelayOutcome:
+    """How a relay ended."""
+
+    bytes_to_backend: int
+    """Bytes written to the backend (including the client's leftover)."""
+    bytes_to_client: int
+    """Bytes written to the client (including the backend's leftover)."""
+    first_eof: Side | None
+    """The side that closed its sending half first, or ``None``."""
+    error: str | None
+    """Why the relay was cut short (an error, a stall, idleness), or ``None``
+    for an orderly end."""
+
+    def describe(self) -> str:
+        """A one-line summary for the access log."""
+        how = self.error if self.error is not None else f"closed by {self.first_eof or 'both'}"
+        return f"{how}; {self.bytes_to_backend} bytes up, {self.bytes_to_client} down"
+
+
+@final
+class _Relay:
+    def __init__(self, max_read_idle: float, max_write_idle: float) -> None:
+        self.idle = max_read_idle or math.inf
+        self.write_idle = max_write_idle or math.inf
+        self.last_activity = trio.current_time()
+        self.written: dict[Side, int] = {"client": 0, "backend": 0}
+        self.first_eof: Side | None = None
+        self.error: str | None = None
+        self.scope = trio.CancelScope()
+
+    def fail(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        self.scope.cancel()
+
+    async def pump(
+        self,
+        source: Side,
+        src: trio.abc.ReceiveStream,
+        target: Side,
+        dst: trio.abc.SendStream,
+        pending: bytes | bytearray,
+    ) -> None:
+        written = 0
+        try:
+            while True:
+                if pending:
+                    with trio.move_on_after(self.write_idle) as write_scope:
+                        await dst.send_all(pending)
+                    if write_scope.cancelled_caught:
+                        self.fail(f"writing to the {target} stalled for {self.write_idle:g} s")
+                        return
+                    written += len(pending)
+                # The idle deadline is read lazily: the other direction moves
+                # last_activity, and a wake-up at a stale deadline just waits
+                # again.  (Cancelled receive_some loses no data on sockets and
+                # on TLS after the handshake; the HTTP/2 stream adapter must
+                # keep that promise too.)
+                with trio.move_on_at(self.last_activity + self.idle) as read_scope:
+                    pending = await src.receive_some(READ_SIZE)
+                if read_scope.cancelled_caught:
+                    pending = b""
+                    if trio.current_time() < self.last_activity + self.idle:
+                        continue
+                    self.fail(f"no data in either direction for {self.idle:g} s")
+                    return
+                if not pending:
+                    break
+                self.last_activity = trio.current_time()
+        except _BROKEN as exc:
+            self.fail(f"{source} -> {target}: {exc!r}")
+            return
+        finally:
+            self.written[target] += written
+        if self.first_eof is None:
+            self.first_eof = source
+        if not isinstance(dst, trio.abc.HalfCloseableStream):
+            # No way to pass the EOF on alone: end the relay; the owners
+            # close both streams.
+            self.scope.cancel()
+            return
+        try:
+            await dst.send_eof()
+        except _BROKEN as exc:
+            self.fail(f"half-closing the {target}: {exc!r}")
+
+
+async def relay(
+    client: Upgraded,
+    backend: trio.abc.Stream,
+    backend_leftover: bytes,
+    *,
+    max_read_idle: float,
+    max_write_idle: float,
+) -> RelayOutcome:
+    """Copy bytes both ways between an upgraded client and a backend until both end.
+
+    Args:
+        client: the client's stream after the protocol switch; its
+            ``leftover`` (bytes the client sent behind its request) goes to
+            the backend before anything else.
+        backend: the backend's stream.
+        backend_leftover: bytes the backend sent behind its 101 that were
+            already read; they go to the client first.
+        max_read_idle: seconds with no data in either direction before the
+            relay gives up (0 = no limit).
+        max_write_idle: seconds a write to either side may stall (0 = no
+            limit).
+
+    Returns:
+        how it ended.  Neither stream is closed: the caller owns them.
+
+    Cancellation: both directions stop at once and :class:`trio.Cancelled`
+    propagates; nothing is written on the way out (there is no framing to
+    close politely), so the caller's closing of the streams is the signal.
+
+    Error handling: broken streams, stalled writes and idleness end the
+    relay and are reported in :attr:`RelayOutcome.error`, never raised.
+    """
+    state = _Relay(max_read_idle, max_write_idle)
+    with state.scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(state.pump, "client", client.stream, "backend", backend, client.leftover)
+            nursery.start_soon(state.pump, "backend", backend, "client", client.stream, backend_leftover)
+    return RelayOutcome(
+        bytes_to_backend=state.written["backend"],
+        bytes_to_client=state.written["client"],
+        first_eof=state.first_eof,
+        error=state.error,
+    )
