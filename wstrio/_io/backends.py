@@ -32,6 +32,7 @@ from .._config import App, Backend, Route
 from .._errors import BackendExited, BackendUnavailable
 from .._sansio import balance
 from .._sansio.request import Request
+from .rawio import close_stream
 from .spawn import ProcessAddress, SpawnedProcess, process_address, spawn_backend
 
 __all__ = ["BackendConnector", "BackendLease", "RouteBackends", "SocketConnector", "SpawnedPool"]
@@ -247,6 +248,7 @@ class RouteBackends:
                 self.pools.append(None)
                 self._static_slots.append([_Slot(process_address(backend, 0))])
         self.balancer = balance.Balancer.for_route(route)
+        self._apps = any(b.app is not None for b in route.backends)
 
     def _slots(self, index: int) -> list[_Slot]:
         pool = self.pools[index]
@@ -263,17 +265,21 @@ class RouteBackends:
             if pool is not None:
                 await nursery.start(pool.run)
 
-    @contextlib.asynccontextmanager
-    async def connect(self, request: Request) -> AsyncIterator[BackendLease]:
+    def connect(self, request: Request) -> contextlib.AbstractAsyncContextManager[BackendLease]:
         """Connect to a backend chosen by the route's balance rule.
 
-        Yields:
-            a :class:`BackendLease`; its stream is closed and its load
-            released on exit.
+        Use as ``async with backends.connect(request) as lease:``; the
+        lease's stream is closed and its load released on exit.
 
         Raises:
             BackendUnavailable: every try failed or no host is up (503).
         """
+        if self._apps:
+            return self._connect_app(request)
+        return _Connecting(self, request)
+
+    @contextlib.asynccontextmanager
+    async def _connect_app(self, request: Request) -> AsyncIterator[BackendLease]:
         lease = await self._connect(request)
         try:
             if lease.app_stream is None:
@@ -291,7 +297,7 @@ class RouteBackends:
                     nursery.cancel_scope.cancel()
         finally:
             lease.release()
-            await trio.aclose_forcefully(lease.stream)
+            await close_stream(lease.stream)
 
     async def _connect(self, request: Request) -> BackendLease:
         client_ip = request.client[0] if request.client else ""
@@ -346,6 +352,28 @@ class RouteBackends:
             return BackendLease(stream, backend, slot.address, self, index, slot)
         msg = f"no backend of route {self.route.describe()} could be reached ({last_error})"
         raise BackendUnavailable(msg)
+
+
+@final
+class _Connecting:
+    """``async with`` for a socket backend (no contextlib generator: this is per connection)."""
+
+    __slots__ = ("_lease", "_owner", "_request")
+
+    def __init__(self, owner: RouteBackends, request: Request) -> None:
+        self._owner = owner
+        self._request = request
+        self._lease: BackendLease | None = None
+
+    async def __aenter__(self) -> BackendLease:
+        self._lease = await self._owner._connect(self._request)
+        return self._lease
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        lease = self._lease
+        assert lease is not None
+        lease.release()
+        await close_stream(lease.stream)
 
 
 async def _resolve(backend: Backend) -> str | None:

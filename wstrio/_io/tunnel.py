@@ -37,10 +37,12 @@ Backpressure: each direction reads only after its last write finished, so a
 slow reader on either side stops reads from the other (memory per tunnel is
 bounded by the 64 KiB read size and the kernel's socket buffers).
 
-Timers: one ``watchdog`` sibling enforces ``max-read-idle``,
-``max-write-idle`` and the backend's ``read-timeout``/``write-timeout`` from
-timestamps the pumps update, instead of a cancel scope around every read
-and write (which cost about a tenth of a small message's round trip).
+Timers: ``max-read-idle``, ``max-write-idle`` and the backend's
+``read-timeout``/``write-timeout`` are checked from timestamps the pumps
+update, instead of a cancel scope around every read and write (which cost
+about a tenth of a small message's round trip).  In a server, one
+:class:`TimerService` task checks every tunnel once a second (lighttpd's
+trigger); standalone, a ``watchdog`` sibling does it to the deadline.
 
 Plain sockets are read and written through :mod:`wstrio._io.rawio`'s file
 descriptor fast path; TLS, HTTP/2 and memory streams through their own
@@ -64,7 +66,7 @@ from wsproto.frame_protocol import CloseReason
 from .._sansio.websocket import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
 from .rawio import READ_SIZE, Pipe, pipe_for
 
-__all__ = ["READ_SIZE", "ClientSender", "Outcome", "TunnelSettings", "run_tunnel"]
+__all__ = ["READ_SIZE", "ClientSender", "Outcome", "TimerService", "TunnelSettings", "run_tunnel"]
 
 log = logging.getLogger("wstrio.tunnel")
 
@@ -144,6 +146,35 @@ class ClientSender:
 
 
 @final
+class TimerService:
+    """Checks every registered tunnel's timers once a second.
+
+    This is lighttpd's once-a-second trigger: one task per server instead of
+    a timer task per tunnel, which costs a task spawn (and its memory) per
+    connection.  Timeouts fire up to one second late, as in lighttpd.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._tunnels: set[_Tunnel] = set()
+
+    def add(self, tunnel: _Tunnel) -> None:
+        self._tunnels.add(tunnel)
+
+    def discard(self, tunnel: _Tunnel) -> None:
+        self._tunnels.discard(tunnel)
+
+    async def run(self) -> None:
+        """Check the timers forever (run it in the server's nursery)."""
+        while True:
+            await trio.sleep(self.interval)
+            now = trio.current_time()
+            for tunnel in list(self._tunnels):
+                if tunnel.check_timers(now) is None:
+                    self._tunnels.discard(tunnel)
+
+
+@final
 class _Tunnel:
     def __init__(
         self,
@@ -175,36 +206,44 @@ class _Tunnel:
         assert self.scope is not None
         self.scope.cancel()
 
-    async def watchdog(self) -> None:
-        """Enforce the idle and write timeouts."""
+    def check_timers(self, now: float) -> float | None:
+        """End the tunnel if a timer expired (return None); else return the next deadline."""
         s = self.settings
         read_idle = s.max_read_idle or math.inf
-        write_idle = s.max_write_idle or math.inf
-        backend_read = s.backend_read_timeout or math.inf
-        backend_write = s.backend_write_timeout or math.inf
+        deadline = self.last_client_read + read_idle
+        what = "idle"
+        if s.backend_read_timeout:
+            d = self.last_backend_read + s.backend_read_timeout
+            if d < deadline:
+                deadline, what = d, "backend read"
+        started = self.sender.write_started
+        if started is not None and s.max_write_idle and started + s.max_write_idle < deadline:
+            deadline, what = started + s.max_write_idle, "client write"
+        started = self.backend_write_started
+        if started is not None and s.backend_write_timeout and started + s.backend_write_timeout < deadline:
+            deadline, what = started + s.backend_write_timeout, "backend write"
+        if now < deadline:
+            return deadline
+        if what == "idle":
+            self.finish(CloseReason.GOING_AWAY, "idle timeout", "idle")
+        elif what == "client write":
+            self.sender.broken = True
+            self.finish(None, "client stopped reading (max-write-idle)", "client")
+        else:
+            self.finish(CloseReason.INTERNAL_ERROR, f"{what} timeout", "backend")
+        return None
+
+    async def watchdog(self) -> None:
+        """Enforce the timers precisely (used when there is no :class:`TimerService`)."""
+        s = self.settings
+        # A write may start after we went to sleep: wake at least this often.
+        poll = min(s.max_write_idle or math.inf, s.backend_write_timeout or math.inf, 5.0)
         while True:
             now = trio.current_time()
-            deadlines = [
-                (self.last_client_read + read_idle, "idle"),
-                (self.last_backend_read + backend_read, "backend read"),
-            ]
-            if self.sender.write_started is not None:
-                deadlines.append((self.sender.write_started + write_idle, "client-write"))
-            if self.backend_write_started is not None:
-                deadlines.append((self.backend_write_started + backend_write, "backend write"))
-            deadline, what = min(deadlines)
-            if now >= deadline:
-                if what == "idle":
-                    self.finish(CloseReason.GOING_AWAY, "idle timeout", "idle")
-                elif what == "client-write":
-                    self.sender.broken = True
-                    self.finish(None, "client stopped reading (max-write-idle)", "client")
-                else:
-                    self.finish(CloseReason.INTERNAL_ERROR, f"{what} timeout", "backend")
+            deadline = self.check_timers(now)
+            if deadline is None:
                 return
-            # Wake at the earliest deadline, but at least every few seconds
-            # so a write that starts later is still watched.
-            await trio.sleep_until(min(deadline, now + min(write_idle, backend_write, 5.0)))
+            await trio.sleep_until(min(deadline, now + poll))
 
     async def _to_backend(self, data: bytes) -> bool:
         self.backend_write_started = trio.current_time()
@@ -323,7 +362,9 @@ class _Tunnel:
             if not self.codec.close_sent:
                 if not await self.sender.send(self.codec.close(outcome.code, outcome.reason)):
                     return
-            if self.codec.closed_by_client or self.client_eof:
+            if self.codec.closed_by_client or self.client_eof or outcome.by == "protocol":
+                # After a protocol error, RFC 6455 section 7.1.7: send CLOSE,
+                # then stop processing the client's data (even its CLOSE).
                 return
             # Read (and drop) until the client's CLOSE or EOF.
             while True:
@@ -343,6 +384,7 @@ async def run_tunnel(
     backend: trio.abc.Stream,
     codec: WebSocketCodec,
     settings: TunnelSettings,
+    timers: TimerService | None = None,
 ) -> Outcome:
     """Relay between a WebSocket client and a backend until either side ends.
 
@@ -352,6 +394,8 @@ async def run_tunnel(
         backend: the backend's byte stream.
         codec: the client's WebSocket codec.
         settings: timers.
+        timers: the server's :class:`TimerService`; without one, the tunnel
+            runs its own watchdog task (exact to the deadline).
 
     Returns:
         how the tunnel ended.  Neither stream is closed: the caller owns them.
@@ -367,11 +411,16 @@ async def run_tunnel(
             tunnel.scope = nursery.cancel_scope
             nursery.start_soon(tunnel.client_to_backend)
             nursery.start_soon(tunnel.backend_to_client)
-            nursery.start_soon(tunnel.watchdog)
+            if timers is None:
+                nursery.start_soon(tunnel.watchdog)
+            else:
+                timers.add(tunnel)
             if settings.ping_interval > 0:
                 nursery.start_soon(tunnel.pinger)
         shutdown = False
     finally:
+        if timers is not None:
+            timers.discard(tunnel)
         if tunnel.outcome is None:
             tunnel.outcome = Outcome(CloseReason.GOING_AWAY, "server shutting down", "shutdown")
         await tunnel.close(shutdown)

@@ -17,7 +17,7 @@ from .._sansio.handshake import accept_headers, check_websocket
 from .._sansio.websocket import WebSocketCodec
 from .backends import RouteBackends
 from .exchange import Exchange, send_simple
-from .tunnel import TunnelSettings, run_tunnel
+from .tunnel import TimerService, TunnelSettings, run_tunnel
 
 __all__ = ["handle_wstunnel", "tunnel_settings"]
 
@@ -37,7 +37,13 @@ def tunnel_settings(config: ServerConfig, route: Route, backend_read: float, bac
     )
 
 
-async def handle_wstunnel(exchange: Exchange, route: Route, backends: RouteBackends, config: ServerConfig) -> None:
+async def handle_wstunnel(
+    exchange: Exchange,
+    route: Route,
+    backends: RouteBackends,
+    config: ServerConfig,
+    timers: TimerService | None = None,
+) -> None:
     """Answer a WebSocket handshake on a wstunnel route and run its tunnel."""
     request = exchange.request
     try:
@@ -53,7 +59,7 @@ async def handle_wstunnel(exchange: Exchange, route: Route, backends: RouteBacke
             codec = WebSocketCodec(binary=accept.binary, leftover=upgraded.leftover)
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
-            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings)
+            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, timers)
             exchange.set_log_note(
                 f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
                 f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"
