@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import final
+from typing import assert_never, final
 
 from .._config import ServerConfig
 from .._sansio.routing import Router
 from .backends import BackendConnector, RouteBackends, make_route_backends
+from .cgi import handle_cgi
 from .exchange import ClientGone, Exchange, send_simple
+from .fastcgi import handle_fastcgi
 from .proxy import handle_proxy
+from .scgi import handle_scgi
 from .static import serve_static
+from .tunnel import TimerService
 from .wstunnel import handle_wstunnel
 
 __all__ = ["ServerContext"]
@@ -29,6 +33,7 @@ class ServerContext:
         self.backends: dict[int, RouteBackends] = make_route_backends(config.routes, connector)
         self._route_index = {id(r): i for i, r in enumerate(config.routes)}
         self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
+        self.timers = TimerService()
 
     def backends_for(self, index: int) -> RouteBackends:
         return self.backends[index]
@@ -43,11 +48,17 @@ class ServerContext:
                 return
             index = self._route_index[id(route)]
             if route.handler == "wstunnel":
-                await handle_wstunnel(exchange, route, self.backends[index], self.config)
+                await handle_wstunnel(exchange, route, self.backends[index], self.config, self.timers)
             elif route.handler == "proxy":
                 await handle_proxy(exchange, route, self.backends[index], self.config)
+            elif route.handler == "cgi":
+                await handle_cgi(exchange, route, self.config, self.real_root, self.dispatch)
+            elif route.handler == "scgi":
+                await handle_scgi(exchange, route, self.backends[index], self.config, self.real_root, self.dispatch)
+            elif route.handler == "fastcgi":
+                await handle_fastcgi(exchange, route, self.backends[index], self.config, self.real_root, self.dispatch)
             else:
-                await send_simple(exchange, 501, f"handler {route.handler!r} is not available\n".encode())
+                assert_never(route.handler)  # mypy: every handler name is covered
         except ClientGone:
             raise
         except Exception:

@@ -120,7 +120,14 @@ class H1Exchange:
         )
         self.upgraded = True
         leftover, _closed = h.trailing_data
+        # The connection is not HTTP any more: drop h11's state and buffers,
+        # which would otherwise live as long as the tunnel.
+        self._conn.h11 = _SWITCHED
         return Upgraded(self._conn.stream, bytes(leftover))
+
+
+# Replaces a connection's h11 state once it switched protocols.
+_SWITCHED = h11.Connection(h11.SERVER)
 
 
 @final
@@ -231,6 +238,15 @@ async def serve_h1(
         if len(event.headers) > config.max_request_headers:
             await _send_error(conn, 431)
             log.info("%s: %d header fields, more than max-request-headers", peer, len(event.headers))
+            return
+        # h11's max_incomplete_event_size only bounds a head that is still
+        # incomplete; one that arrived in a single read must be measured.
+        head_size = len(event.method) + len(event.target) + 11 + sum(
+            len(name) + len(value) + 4 for name, value in event.headers.raw_items()
+        )
+        if head_size > config.max_request_field_size:
+            await _send_error(conn, 431)
+            log.info("%s: request head of %d bytes, more than max-request-field-size", peer, head_size)
             return
         try:
             request = Request.from_h1(
