@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-:func:`run_tunnel` runs one nursery with sibling tasks:
+:func:`run_tunnel` runs one nursery with sibling tasks (the first one in
+the nursery's own body, which saves a task per tunnel):
 
 * ``client -> backend``: read client bytes, feed the codec, write data
   payloads to the backend, answer PINGs, note PONGs;
@@ -190,7 +191,7 @@ class _Tunnel:
         self.sender = ClientSender(self.client)
         self.outcome: Outcome | None = None
         self.scope: trio.CancelScope | None = None
-        self.pong = trio.Event()
+        self.pong: trio.Event | None = None  # created by the pinger
         self.bytes_to_backend = 0
         self.client_eof = False
         now = trio.current_time()
@@ -297,7 +298,8 @@ class _Tunnel:
             elif isinstance(event, Ping):
                 await self.sender.send(self.codec.pong(event.payload))
             elif isinstance(event, Pong):
-                self.pong.set()
+                if self.pong is not None:
+                    self.pong.set()
             elif isinstance(event, Close):
                 if event.error:
                     self.finish(event.code, event.reason, "protocol")
@@ -341,12 +343,12 @@ class _Tunnel:
         pong_timeout = self.settings.pong_timeout or interval
         while True:
             await trio.sleep(interval)
-            self.pong = trio.Event()
+            self.pong = pong = trio.Event()
             if not await self.sender.send(self.codec.ping(b"ping")):
                 self.finish(None, "client gone", "client")
                 return
             with trio.move_on_after(pong_timeout):
-                await self.pong.wait()
+                await pong.wait()
                 continue
             self.finish(CloseReason.INTERNAL_ERROR, "no pong within pong-timeout", "ping")
             return
@@ -409,7 +411,6 @@ async def run_tunnel(
     try:
         async with trio.open_nursery() as nursery:
             tunnel.scope = nursery.cancel_scope
-            nursery.start_soon(tunnel.client_to_backend)
             nursery.start_soon(tunnel.backend_to_client)
             if timers is None:
                 nursery.start_soon(tunnel.watchdog)
@@ -417,6 +418,9 @@ async def run_tunnel(
                 timers.add(tunnel)
             if settings.ping_interval > 0:
                 nursery.start_soon(tunnel.pinger)
+            # The client -> backend pump runs in this task, the nursery's
+            # body: one task fewer per tunnel (memory per idle tunnel).
+            await tunnel.client_to_backend()
         shutdown = False
     finally:
         if timers is not None:
