@@ -72,6 +72,10 @@ class FdPipe(Pipe):
         self.stream = self._socket_stream = stream
         self.fd = stream.socket.fileno()
         self._unyielded = 0
+        # Whether the last read found data waiting.  Request/response traffic
+        # alternates (the next read would fail with EAGAIN, a wasted system
+        # call), streaming traffic does not: guess from the last read.
+        self._data_was_waiting = False
 
     async def _maybe_checkpoint(self) -> None:
         self._unyielded += 1
@@ -81,18 +85,24 @@ class FdPipe(Pipe):
 
     async def receive(self) -> bytes:
         fd = self.fd
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            self._unyielded = 0
-            while True:
-                await trio.lowlevel.wait_readable(fd)
-                try:
-                    return os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-        await self._maybe_checkpoint()
-        return data
+        if self._data_was_waiting:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                self._data_was_waiting = False
+            else:
+                await self._maybe_checkpoint()
+                return data
+        self._unyielded = 0
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                continue
+            # A full read means more is probably waiting.
+            self._data_was_waiting = len(data) == READ_SIZE
+            return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         fd = self.fd
