@@ -94,6 +94,21 @@ async def ws_client(fn: Callable[..., T], *args: Any) -> T:
 # test backends, processes and the command line.
 # ---------------------------------------------------------------------------
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+"""The repository's ``examples/`` folder."""
+
+NO_SKIP = bool(os.environ.get("WSTRIO_TEST_NO_SKIP"))
+"""Set ``WSTRIO_TEST_NO_SKIP=1`` (CI does) to make a missing Chromium or perl fail the tests that need them."""
+
+
+def missing_tool(path_or_name: str) -> bool:
+    """True if a test needing this program should skip (never under ``WSTRIO_TEST_NO_SKIP``)."""
+    import shutil
+
+    found = os.path.exists(path_or_name) if os.sep in path_or_name else shutil.which(path_or_name) is not None
+    return not found and not NO_SKIP
+
+
 RAW_TIMEOUT = 10.0
 """Seconds one raw-client read may wait before the test fails (no test waits this long when passing)."""
 
@@ -132,6 +147,26 @@ def ws_receive_bytes(ws: ClientConnection, total: int, timeout: float = 10.0) ->
         messages.append(message)
         got += len(message.encode() if isinstance(message, str) else message)
     return messages
+
+
+def ws_lines(url: str, lines: Sequence[str]) -> list[str]:
+    """Send each line and wait for its echo (text); returns the echoes."""
+    out = []
+    with ws_connect(url) as ws:
+        for line in lines:
+            ws.send(line)
+            out.append("".join(map(str, ws_receive_bytes(ws, len(line.encode())))))
+    return out
+
+
+def ws_backend_pid(url: str) -> int:
+    """Ask a :data:`PID_ECHO_BACKEND` process, through the tunnel at ``url``, for its pid."""
+    with ws_connect(url) as ws:
+        ws.send("pid\n")
+        text = ""
+        while not text.endswith("\n"):
+            text += str(ws.recv(timeout=10))
+    return int(text)
 
 
 OP_CONTINUATION = 0x0
@@ -359,19 +394,49 @@ class RawClient:
             payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         return Frame(bool(b0 & 0x80), b0 & 0x0F, payload, bool(mask))
 
-    async def read_frames_until_close(self) -> list[Frame]:
-        """Frames up to and including the CLOSE (AssertionError at EOF before it)."""
+    async def read_frames_until_close(self, *, reply: bool = True) -> list[Frame]:
+        """Frames up to and including the CLOSE (AssertionError at EOF before it).
+
+        With ``reply`` the CLOSE is answered, as RFC 6455 asks (so the server
+        need not wait for it); a server that already closed is no error.
+        """
         frames = []
         while True:
             frame = await self.read_frame()
             frames.append(frame)
             if frame.opcode == OP_CLOSE:
+                if reply:
+                    try:
+                        await self.send(client_frame(OP_CLOSE, frame.payload[:2]))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 return frames
 
     async def ws_handshake(self, path: str = "/ws/", **kwargs: Any) -> RawResponse:
         """Send a handshake (see :func:`handshake_request`) and read the response head."""
         await self.send(handshake_request(path, **kwargs))
         return await self.read_head()
+
+
+class RawClients:
+    """Opens :class:`RawClient` connections and closes them all at the end (the ``raw`` fixture)."""
+
+    def __init__(self) -> None:
+        self.opened: list[RawClient] = []
+
+    async def tcp(self, port: int, host: str = "127.0.0.1") -> RawClient:
+        client = await RawClient.tcp(port, host)
+        self.opened.append(client)
+        return client
+
+    async def unix(self, path: Path) -> RawClient:
+        client = await RawClient.unix(path)
+        self.opened.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.opened:
+            await client.aclose()
 
 
 def frames_payload(frames: Sequence[Frame], opcode: int | None = None) -> bytes:
@@ -503,13 +568,42 @@ async def notify_socket(nursery: trio.Nursery, path: Path) -> trio.MemoryReceive
     return receive
 
 
+def prepare_examples(dest: Path) -> Path:
+    """A copy of ``examples/`` in ``dest``, ready for ``wstrio check``; returns the copy.
+
+    The TLS examples ask the user to make a certificate first (their
+    README); the copy gets a throwaway one from ``trustme`` where one is missing.
+    """
+    import shutil
+    import tomllib
+
+    import trustme
+
+    copy = dest / "examples"
+    shutil.copytree(EXAMPLES, copy, ignore=shutil.ignore_patterns("*.sock", "*.sock-*", "__pycache__"))
+    ca: trustme.CA | None = None
+    for config in copy.rglob("*.toml"):
+        tls = tomllib.loads(config.read_text()).get("server", {}).get("tls")
+        if not isinstance(tls, dict):
+            continue
+        cert = config.parent / tls.get("certificate", "cert.pem")
+        key = config.parent / tls.get("private-key", "key.pem")
+        if cert.exists() and key.exists():
+            continue
+        ca = ca or trustme.CA()
+        issued = ca.issue_cert("localhost", "127.0.0.1", "::1")
+        issued.cert_chain_pems[0].write_to_path(str(cert))
+        issued.private_key_pem.write_to_path(str(key))
+    return copy
+
+
 def toml_string(value: str | Path) -> str:
     """``value`` as a TOML basic string."""
     text = str(value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
 
 
 @attrs.define(eq=False)
@@ -522,9 +616,13 @@ class CliServer:
     """Log lines read so far (more arrive while it runs)."""
     exited: trio.Event
 
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig`` and wait (at most :data:`PROCESS_TIMEOUT` s) for the exit status."""
-        if self.process.returncode is None:
+    async def stop(self, sig: int | None = signal.SIGTERM) -> int:
+        """Send ``sig`` (``None``: none, it was sent already) and wait for the exit status.
+
+        Waits at most :data:`PROCESS_TIMEOUT` seconds.  Beware: a second
+        SIGTERM/SIGINT during the graceful shutdown ends wstrio at once.
+        """
+        if sig is not None and self.process.returncode is None:
             self.process.send_signal(sig)
         with trio.fail_after(PROCESS_TIMEOUT):
             await self.exited.wait()

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import trio
 
 from ._errors import ConfigError, WstrioError
-from ._io.server import serve
+from ._io.server import Server, serve
+from ._io.tls import ReloadableContext, listener_wants_tls
 from ._sansio.config_loader import load_config
 from ._version import __version__
 
@@ -53,14 +54,30 @@ def _flatten(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _reload_certificates(server: Server) -> None:
+    """SIGHUP: new certificates for new connections; open ones are kept."""
+    try:
+        count = server.reload_certificates()
+    except ConfigError as exc:
+        log.error("SIGHUP: the new certificate cannot be used; keeping the old one:\n%s", exc)
+        return
+    if count:
+        log.info("SIGHUP: reloaded the TLS certificate and key; new connections use them")
+    else:
+        log.info("SIGHUP: no TLS listener, nothing to reload")
+
+
 async def _serve_until_signalled(config_path: str) -> int:
     config = load_config(config_path)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
+            server: Server = await nursery.start(serve, config)
 
             async def stop_on_signal() -> None:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        _reload_certificates(server)
+                        continue
                     log.info(
                         "%s: closing connections (up to %g s), then exiting",
                         signal.Signals(signum).name,
@@ -82,6 +99,16 @@ def _check(path: str) -> int:
         for key, message in exc.problems:
             print(f"  {key}: {message}" if key else f"  {message}", file=sys.stderr)
         return 1
+    if any(listener_wants_tls(config, address.tls) for address in config.listen):
+        # The loader only checks the shape; load the certificate and key
+        # the way serve() will, so a wrong file is found here.
+        try:
+            ReloadableContext.from_config(config)
+        except ConfigError as exc:
+            print(f"{path}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
+            for key, message in exc.problems:
+                print(f"  {key}: {message}", file=sys.stderr)
+            return 1
     routes = len(config.routes)
     listen = ", ".join(str(a) for a in config.listen)
     print(f"{path}: OK ({routes} route{'s' if routes != 1 else ''}; listens on {listen})")

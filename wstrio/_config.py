@@ -248,5 +248,14 @@ class ServerConfig:
     """``h2-initial-window-size``: bytes a client may send on one HTTP/2 stream before wstrio has read them."""
     workers: int = 1
     """``workers``: worker processes (``"auto"`` = one per CPU)."""
-    source: str = "<mapping>"
-    """Where the configuration came from, for messages."""
+    source: str = attrs.field(default="<ServerConfig>", eq=False)
+    """Where the configuration came from, for messages (not part of equality)."""
+
+    def __attrs_post_init__(self) -> None:
+        # The same value rules as the TOML loader, for configs built in Python.
+        from ._errors import ConfigError
+        from ._sansio.config_check import check_config
+
+        problems = check_config(self)
+        if problems:
+            raise ConfigError(self.source, problems)

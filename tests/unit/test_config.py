@@ -78,7 +78,7 @@ def test_full_mapping_builds_frozen_objects(tmp_path: Path) -> None:
     assert route.origins == ("example.com",)
     assert route.ping_interval == 3.0
     assert route.effective_pong_timeout == 3.0
-    assert route.backends == (Backend(host="127.0.0.1", port=9000, min_procs=1, max_procs=1),)
+    assert route.backends == (Backend(host="127.0.0.1", port=9000),)
 
 
 # -- error reporting -----------------------------------------------------------------
@@ -264,7 +264,8 @@ def test_listen_table_form_with_tls(tmp_path: Path) -> None:
                     {"address": "127.0.0.1:8443", "tls": True},
                     {"address": "unix:plain.sock", "tls": False},
                     {"address": "[::1]:80"},
-                ]
+                ],
+                "tls": {"certificate": "cert.pem", "private-key": "key.pem"},
             }
         },
         base_dir=tmp_path,
@@ -505,7 +506,7 @@ def test_backend_must_be_array_of_tables() -> None:
 
 def test_single_backend_table_is_accepted() -> None:
     config = config_from_mapping({"route": [_ws_route(backend={"host": "h", "port": 1})]})
-    assert config.routes[0].backends == (Backend(host="h", port=1, min_procs=1, max_procs=1),)
+    assert config.routes[0].backends == (Backend(host="h", port=1),)
 
 
 def test_cgi_route_takes_no_backend_and_needs_document_root(tmp_path: Path) -> None:
@@ -532,7 +533,7 @@ def test_errors_in_several_routes_are_all_reported() -> None:
 
 
 def test_backend_tcp_unix_and_host_slash() -> None:
-    assert _backend(host="10.0.0.1", port=9) == Backend(host="10.0.0.1", port=9, min_procs=1, max_procs=1)
+    assert _backend(host="10.0.0.1", port=9) == Backend(host="10.0.0.1", port=9)
     assert _backend(port=9).host == "127.0.0.1"
     assert _backend(socket="/run/b.sock").socket == Path("/run/b.sock")
     # lighttpd: a host starting with "/" is a unix socket path.
@@ -607,7 +608,9 @@ def test_min_procs_clamped_to_max_procs() -> None:
 def test_unspawned_backend_is_one_connection_target() -> None:
     backend = _backend(host="h", port=1)
     assert not backend.spawned
-    assert (backend.min_procs, backend.max_procs) == (1, 1)
+    # min/max-procs keep their defaults: they only mean something with bin-path,
+    # and a loaded backend equals the one built in Python.
+    assert backend == Backend(host="h", port=1)
 
 
 def test_bin_path_array_keeps_spaces(tmp_path: Path) -> None:

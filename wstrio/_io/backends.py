@@ -144,7 +144,8 @@ class SpawnedPool:
         try:
             await self._nursery.start(self._supervise, slot)
         except BaseException:
-            self.slots.remove(slot)
+            if slot in self.slots:  # _supervise's finally may have removed it
+                self.slots.remove(slot)
             raise
         return slot
 
@@ -232,13 +233,19 @@ class BackendLease:
 class RouteBackends:
     """The backends of one route, with balancing and failover."""
 
-    def __init__(self, route: Route, connector: BackendConnector) -> None:
+    def __init__(self, route: Route, connector: BackendConnector, *, spawn: bool = True) -> None:
         self.route = route
         self.connector = connector
         self.pools: list[SpawnedPool | None] = []
         self._static_slots: list[list[_Slot]] = []
         for backend in route.backends:
-            if backend.spawned:
+            if backend.spawned and not spawn:
+                # A worker process: the main process runs the pool (all
+                # max-procs processes, as lighttpd does with several workers);
+                # we only connect to them.
+                self.pools.append(None)
+                self._static_slots.append([_Slot(process_address(backend, i)) for i in range(backend.max_procs)])
+            elif backend.spawned:
                 self.pools.append(SpawnedPool(backend))
                 self._static_slots.append([])
             elif backend.app is not None:
@@ -403,6 +410,12 @@ def _set_nodelay(stream: trio.abc.Stream) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def make_route_backends(routes: Sequence[Route], connector: BackendConnector) -> dict[int, RouteBackends]:
-    """A :class:`RouteBackends` for every route that has backends, keyed by route index."""
-    return {i: RouteBackends(r, connector) for i, r in enumerate(routes) if r.backends}
+def make_route_backends(
+    routes: Sequence[Route], connector: BackendConnector, *, spawn: bool = True
+) -> dict[int, RouteBackends]:
+    """A :class:`RouteBackends` for every route that has backends, keyed by route index.
+
+    With ``spawn=False`` (worker processes), ``bin-path`` backends are not
+    started here: their processes are expected at their usual addresses.
+    """
+    return {i: RouteBackends(r, connector, spawn=spawn) for i, r in enumerate(routes) if r.backends}

@@ -27,10 +27,10 @@ log = logging.getLogger("wstrio.connection")
 class ServerContext:
     """What every connection of one server shares: config, routes, backends."""
 
-    def __init__(self, config: ServerConfig, connector: BackendConnector) -> None:
+    def __init__(self, config: ServerConfig, connector: BackendConnector, *, spawn: bool = True) -> None:
         self.config = config
         self.router = Router(config.routes)
-        self.backends: dict[int, RouteBackends] = make_route_backends(config.routes, connector)
+        self.backends: dict[int, RouteBackends] = make_route_backends(config.routes, connector, spawn=spawn)
         self._route_index = {id(r): i for i, r in enumerate(config.routes)}
         self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
         self.timers = TimerService()

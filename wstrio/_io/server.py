@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import socket
 import stat
@@ -27,6 +28,9 @@ from .._config import ListenAddress, ServerConfig
 from .backends import BackendConnector, SocketConnector
 from .dispatch import ServerContext
 from .http1 import serve_h1
+from .rawio import close_stream
+from .http2 import PREFACE, read_preface, serve_h2
+from .tls import ReloadableContext, TlsListener, listener_wants_tls
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
 
@@ -37,6 +41,7 @@ conn_log = logging.getLogger("wstrio.connection")
 # wait and try again instead of dying.
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _SLEEP_ON_CAPACITY = 0.1
+_TLS_CLOSE_TIMEOUT = 1.0
 
 
 @final
@@ -48,6 +53,16 @@ class ServerStatistics:
     """Client connections open now."""
     connections_total: int
     """Client connections accepted since start."""
+
+
+def _bound_address(listener: trio.abc.Listener[trio.abc.Stream]) -> ListenAddress | None:
+    sock = getattr(listener, "socket", None)
+    if sock is None:
+        return None
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return ListenAddress("unix", path=Path(name if isinstance(name, str) else name.decode()))
+    return ListenAddress("tcp", name[0], name[1])
 
 
 @final
@@ -64,21 +79,14 @@ class Server:
         self.listeners = tuple(listeners)
         self._active = 0
         self._total = 0
+        # One reloadable context per [server.tls], shared by its TLS listeners.
+        tls_listeners = [x for x in self.listeners if isinstance(x, TlsListener)]
+        self._tls_contexts = list({id(x.contexts): x.contexts for x in tls_listeners}.values())
 
     @property
     def addresses(self) -> tuple[ListenAddress, ...]:
         """The bound addresses (port 0 resolved to the port the OS chose)."""
-        out = []
-        for listener in self.listeners:
-            sock = getattr(listener, "socket", None)
-            if sock is None:
-                continue
-            name = sock.getsockname()
-            if sock.family == socket.AF_UNIX:
-                out.append(ListenAddress("unix", path=Path(name if isinstance(name, str) else name.decode())))
-            else:
-                out.append(ListenAddress("tcp", name[0], name[1]))
-        return tuple(out)
+        return tuple(a for a in map(_bound_address, self.listeners) if a is not None)
 
     @property
     def port(self) -> int:
@@ -107,6 +115,23 @@ class Server:
     def statistics(self) -> ServerStatistics:
         """Counters of this server."""
         return ServerStatistics(connections_active=self._active, connections_total=self._total)
+
+    def reload_certificates(self) -> int:
+        """Read the TLS certificate and key files again (what SIGHUP does).
+
+        New connections get the new certificate; connections already open
+        keep theirs and are not disturbed.  Reads two small files
+        synchronously.
+
+        Returns:
+            how many TLS configurations were reloaded (0 without TLS listeners).
+
+        Raises:
+            ConfigError: the files are unusable now; the old certificate stays.
+        """
+        for contexts in self._tls_contexts:
+            contexts.reload()
+        return len(self._tls_contexts)
 
 
 def _open_unix_listener(path: Path) -> trio.SocketListener:
@@ -164,6 +189,8 @@ async def open_listeners(addresses: Sequence[ListenAddress]) -> list[trio.Socket
 
 
 def _addresses(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     sock = getattr(stream, "socket", None)
     if sock is None or sock.family == socket.AF_UNIX:
         return None, None
@@ -178,12 +205,60 @@ def _addresses(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[s
 async def _handle_connection(stream: trio.abc.Stream, context: ServerContext, server: Server) -> None:
     client, local = _addresses(stream)
     try:
-        await serve_h1(stream, context.config, context.dispatch, client=client, server=local)
+        await _serve_connection(stream, context, client, local)
     except Exception:
         conn_log.exception("connection from %s failed", client)
     finally:
         server._active -= 1
-        await trio.aclose_forcefully(stream)
+        await close_stream(stream)
+
+
+async def _serve_connection(
+    stream: trio.abc.Stream,
+    context: ServerContext,
+    client: tuple[str, int] | None,
+    local: tuple[str, int] | None,
+) -> None:
+    """TLS handshake (if any), then HTTP/2 or HTTP/1.1 on the connection."""
+    config = context.config
+    if isinstance(stream, trio.SSLStream):
+        # A client that connects and says nothing must not hold the slot:
+        # the handshake gets max-read-idle, like a request head.
+        with trio.move_on_after(config.max_read_idle or math.inf) as scope:
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                conn_log.info("TLS handshake with %s failed: %s", client, exc.__cause__ or exc)
+                return
+        if scope.cancelled_caught:
+            conn_log.info("TLS handshake with %s timed out", client)
+            return
+        try:
+            if stream.selected_alpn_protocol() == "h2":
+                await serve_h2(stream, config, context.dispatch, scheme="https", client=client, server=local)
+            else:
+                await serve_h1(stream, config, context.dispatch, scheme="https", client=client, server=local)
+        finally:
+            # close_notify, so that the client can tell the end of a response
+            # from a cut connection (bounded: the client may not be reading).
+            with trio.move_on_after(_TLS_CLOSE_TIMEOUT, shield=True):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.aclose()
+        return
+    initial = b""
+    if config.http2:
+        # h2c by prior knowledge (RFC 9113 3.3): the client starts with the
+        # preface.  HTTP/1.1 request lines differ from it at once.
+        preface = await read_preface(stream, config.max_read_idle or math.inf)
+        if preface is None:
+            return
+        if preface.startswith(PREFACE):
+            await serve_h2(
+                stream, config, context.dispatch, scheme="http", client=client, server=local, initial=preface
+            )
+            return
+        initial = preface
+    await serve_h1(stream, config, context.dispatch, client=client, server=local, initial=initial)
 
 
 async def _accept_loop(
@@ -261,14 +336,17 @@ async def serve_listeners(
         async with trio.open_nursery() as backend_nursery:
             for route_backends in context.backends.values():
                 await route_backends.start(backend_nursery)
+            backend_nursery.start_soon(context.timers.run)
             async with trio.open_nursery() as connection_nursery:
                 target = handler_nursery or connection_nursery
                 for listener in listeners:
                     connection_nursery.start_soon(_accept_loop, listener, limiter, target, context, server)
-                for address in server.addresses:
-                    scheme = "http" if config.tls is None else "https"
-                    where = f"{scheme}://{address}" if address.kind == "tcp" else str(address)
-                    log.info("listening on %s", where)
+                for listener in listeners:
+                    address = _bound_address(listener)
+                    if address is not None:
+                        scheme = "https" if isinstance(listener, (TlsListener, trio.SSLListener)) else "http"
+                        where = f"{scheme}://{address}" if address.kind == "tcp" else f"{address} ({scheme})"
+                        log.info("listening on %s", where)
                 task_status.started(server)
             backend_nursery.cancel_scope.cancel()
     finally:
@@ -294,12 +372,31 @@ async def serve(
     Use it as ``server = await nursery.start(wstrio.serve, config)``; with
     port 0 in ``listen``, ``server.port`` tells the port the OS chose.
 
+    Listeners whose address asks for TLS (``[server.tls]``, or ``tls = true``
+    on the address) serve https/wss, with HTTP/2 offered by ALPN; the others
+    serve cleartext HTTP/1.1 and h2c.  :meth:`Server.reload_certificates`
+    loads new certificates for new connections.
+
     Raises:
         OSError: an address cannot be bound.
+        ConfigError: the TLS certificate or key cannot be used.
         BackendExited: a spawned backend cannot be started (inside an
             :class:`ExceptionGroup`, as nurseries are strict).
     """
-    listeners = await open_listeners(config.listen)
+    contexts = None
+    if any(listener_wants_tls(config, address.tls) for address in config.listen):
+        contexts = ReloadableContext.from_config(config)
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+    try:
+        for address in config.listen:
+            opened: Sequence[trio.abc.Listener[trio.abc.Stream]] = await open_listeners([address])
+            if contexts is not None and listener_wants_tls(config, address.tls):
+                opened = [TlsListener(listener, contexts) for listener in opened]
+            listeners.extend(opened)
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
     await serve_listeners(
         config, listeners, connector=connector, handler_nursery=handler_nursery, task_status=task_status
     )

@@ -42,14 +42,15 @@ import trio
 from .._config import Backend
 from .._errors import BackendExited
 
-__all__ = ["ProcessAddress", "SpawnedProcess", "process_address", "spawn_backend"]
+__all__ = ["ProcessAddress", "SpawnedProcess", "make_preexec", "process_address", "spawn_backend"]
 
 log = logging.getLogger("wstrio.backend")
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _make_preexec() -> Callable[[], None] | None:
+def make_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that gives the child ``PR_SET_PDEATHSIG`` = SIGKILL (Linux), or None."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -251,7 +252,7 @@ def spawn_backend(backend: Backend, index: int) -> SpawnedProcess | None:
             env=_environment(backend),
             close_fds=True,
             process_group=0,
-            preexec_fn=_make_preexec(),
+            preexec_fn=make_preexec(),
             restore_signals=True,
         )
     except OSError as exc:

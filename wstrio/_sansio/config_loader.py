@@ -289,7 +289,7 @@ def _listen_string(text: str, base: Path) -> ListenAddress:
         host, sep, port_text = text.rpartition(":")
         if not sep or ":" in host:
             _bad(f"{forms}, not {text!r}")
-    # isascii: str.isdigit() also accepts digits int() rejects ("²") or reads oddly ("８０").
+    # isascii: str.isdigit() is also true for non-ASCII digits, some of which int() rejects.
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         _bad(f"port must be a number from 0 to 65535 in {text!r}")
     return ListenAddress("tcp", host, int(port_text))
@@ -376,7 +376,7 @@ class _Loader(_Walker):
             if handler != "wstunnel":
                 self.problem(f"{path}.app", "in-process apps are only for wstunnel routes")
                 return None
-            return Backend(app=got["app"], min_procs=1, max_procs=1, label=got.get("label"))
+            return Backend(app=got["app"], label=got.get("label"))
         host = got.get("host")
         if isinstance(host, str) and host.startswith("/"):
             # lighttpd treats a host starting with "/" as a socket path.
@@ -401,7 +401,7 @@ class _Loader(_Walker):
                         "listen-backlog", "bin-environment", "bin-copy-environment", "kill-signal"):
                 if key in got:
                     self.problem(f"{path}.{key}", "only applies to a spawned backend ('bin-path')")
-            got["min-procs"] = got["max-procs"] = 1
+
         if "check-local" in got and handler not in ("scgi", "fastcgi"):
             self.problem(f"{path}.check-local", "only applies to scgi and fastcgi routes")
         # lighttpd: both default to 4 and min is clamped to max.
@@ -560,10 +560,6 @@ class _Loader(_Walker):
             },
         )
         tls = self.tls(tls_data, "server.tls") if tls_data is not None else None
-        if tls_data is None:
-            for i, address in enumerate(server.get("listen", ())):
-                if address.tls:
-                    self.problem(f"server.listen[{i}].tls", "needs [server.tls] (certificate and private-key)")
         for key, value in server.get("mimetype-assign", ()):
             if not key.startswith("."):
                 self.problem(f"server.mimetype-assign.{key}", "keys are extensions starting with '.'")

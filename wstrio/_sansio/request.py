@@ -11,7 +11,7 @@ Never imports trio.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import final
+from typing import NoReturn, final
 from urllib.parse import unquote_to_bytes
 
 import attrs
@@ -36,22 +36,23 @@ def header_list_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     return sum(len(name) + len(value) + 32 for name, value in headers)
 
 
-def _h2_malformed(message: str) -> HandshakeRejected:
-    return HandshakeRejected(f"malformed HTTP/2 request: {message}", 400)
+def _reject_malformed(message: str) -> NoReturn:
+    msg = f"malformed HTTP/2 request: {message}"
+    raise HandshakeRejected(msg, 400)
 
 
 def _check_h2_field(name: bytes, value: bytes) -> None:
     # RFC 9113 8.2.1: lower-case names of visible ASCII without ':'; values
     # without NUL, CR or LF and without surrounding whitespace.
     if not name:
-        raise _h2_malformed("empty header name")
+        _reject_malformed("empty header name")
     for c in name:
         if c <= 0x20 or 0x41 <= c <= 0x5A or c >= 0x7F or c == 0x3A:
-            raise _h2_malformed(f"invalid header name {name[:80]!r} (names are lower-case tokens)")
+            _reject_malformed(f"invalid header name {name[:80]!r} (names are lower-case tokens)")
     if b"\0" in value or b"\r" in value or b"\n" in value:
-        raise _h2_malformed(f"header {name!r} has a NUL, CR or LF in its value")
+        _reject_malformed(f"header {name!r} has a NUL, CR or LF in its value")
     if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
-        raise _h2_malformed(f"header {name!r} has whitespace around its value")
+        _reject_malformed(f"header {name!r} has whitespace around its value")
 
 
 def has_token(value: bytes | None, token: bytes) -> bool:
@@ -277,11 +278,11 @@ class Request:
             size += len(name) + len(value) + 32
             if name.startswith(b":"):
                 if regular:
-                    raise _h2_malformed(f"pseudo-header {name!r} after a regular header")
+                    _reject_malformed(f"pseudo-header {name!r} after a regular header")
                 if name not in _H2_REQUEST_PSEUDO:
-                    raise _h2_malformed(f"unknown or response pseudo-header {name[:80]!r}")
+                    _reject_malformed(f"unknown or response pseudo-header {name[:80]!r}")
                 if name in pseudo:
-                    raise _h2_malformed(f"pseudo-header {name!r} given twice")
+                    _reject_malformed(f"pseudo-header {name!r} given twice")
                 pseudo[name] = value
                 continue
             _check_h2_field(name, value)
@@ -289,7 +290,7 @@ class Request:
                 msg = f"connection-specific header {name!r} is not allowed in HTTP/2"
                 raise HandshakeRejected(msg, 400)
             if name == b"te" and value.lower() != b"trailers":
-                raise _h2_malformed(f"te must be 'trailers', not {value[:80]!r}")
+                _reject_malformed(f"te must be 'trailers', not {value[:80]!r}")
             regular.append((name, value))
         if max_header_list_size is not None and size > max_header_list_size:
             msg = f"header list of {size} bytes is larger than {max_header_list_size}"
@@ -299,7 +300,7 @@ class Request:
             raise HandshakeRejected(msg, 431)
         method = pseudo.get(b":method")
         if not method:
-            raise _h2_malformed("no :method")
+            _reject_malformed("no :method")
         protocol = pseudo.get(b":protocol")
         websocket = False
         if method == b"CONNECT":
@@ -307,15 +308,15 @@ class Request:
                 msg = "CONNECT to a host is not supported (only extended CONNECT with :protocol websocket)"
                 raise HandshakeRejected(msg, 405)
             if b":scheme" not in pseudo or b":path" not in pseudo:
-                raise _h2_malformed("extended CONNECT without :scheme or :path")
+                _reject_malformed("extended CONNECT without :scheme or :path")
             if protocol.lower() != b"websocket":
                 msg = f"extended CONNECT for :protocol {protocol[:80]!r}; only 'websocket' is supported"
                 raise HandshakeRejected(msg, 405)
             websocket = True
         elif protocol is not None:
-            raise _h2_malformed(f":protocol with method {method[:20]!r} (only CONNECT takes it)")
+            _reject_malformed(f":protocol with method {method[:20]!r} (only CONNECT takes it)")
         elif b":scheme" not in pseudo or b":path" not in pseudo:
-            raise _h2_malformed("no :scheme or :path")
+            _reject_malformed("no :scheme or :path")
         target = pseudo[b":path"]
         path, query = normalize_target(target)
         authority = pseudo.get(b":authority")
@@ -324,7 +325,7 @@ class Request:
         else:
             hdrs = tuple(regular)
         if not all(c in _TCHAR for c in method):
-            raise _h2_malformed(f":method {method[:20]!r} is not a token")
+            _reject_malformed(f":method {method[:20]!r} is not a token")
         method_text = "GET" if websocket else method.decode("ascii")
         return cls(
             method=method_text,
