@@ -11,12 +11,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
 from ._errors import ConfigError, WstrioError
-from ._io.server import Server, serve
+from ._io.server import Server, serve, serve_worker
 from ._io.tls import ReloadableContext, listener_wants_tls
+from ._io.workers import Supervisor
 from ._sansio.config_loader import load_config
 from ._version import __version__
 
@@ -40,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log level (default: info; 'warning' hides the access log)",
     )
+    worker_p = sub.add_parser("_worker")  # internal: one worker of workers = N (no help: not for users)
+    worker_p.add_argument("config")
+    worker_p.add_argument("--listen-fds", required=True)
+    worker_p.add_argument("--log-level", default="info")
+    worker_p.add_argument("--worker-number", type=int, default=0)
     check_p = sub.add_parser("check", help="validate CONFIG and list every problem")
     check_p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
     return parser
@@ -90,6 +97,41 @@ async def _serve_until_signalled(config_path: str) -> int:
     return 0
 
 
+async def _supervise_until_signalled(config_path: Path, log_level: str) -> int:
+    config = load_config(config_path)
+    supervisor = Supervisor(config, config_path, log_level=log_level)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: passing it on to the workers")
+                    supervisor.signal_workers(signal.SIGHUP)
+                    continue
+                log.info(
+                    "%s: stopping %d workers (each closes its connections, up to %g s)",
+                    signal.Signals(signum).name, config.workers, config.shutdown_timeout,
+                )  # fmt: skip
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+async def _worker_until_signalled(config_path: str, listen_fds: str) -> int:
+    config = load_config(config_path)
+    inherited = [(int(item.split(":")[0]), item.endswith(":tls")) for item in listen_fds.split(",")]
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(serve_worker, config, inherited)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _reload_certificates(server)
+                    continue
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
 def _check(path: str) -> int:
     try:
         config = load_config(path)
@@ -125,6 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
+        if args.command == "_worker":
+            logging.getLogger().handlers[0].setFormatter(
+                logging.Formatter(f"%(asctime)s %(name)s[{args.worker_number}] %(levelname)s %(message)s")
+            )
+            return trio.run(_worker_until_signalled, args.config, args.listen_fds)
+        if load_config(args.config).workers > 1:
+            return trio.run(_supervise_until_signalled, Path(args.config).resolve(), args.log_level)
         return trio.run(_serve_until_signalled, args.config)
     except ConfigError as exc:
         print(f"wstrio: invalid configuration:\n{exc}", file=sys.stderr)

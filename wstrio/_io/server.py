@@ -28,8 +28,8 @@ from .._config import ListenAddress, ServerConfig
 from .backends import BackendConnector, SocketConnector
 from .dispatch import ServerContext
 from .http1 import serve_h1
-from .rawio import close_stream
 from .http2 import PREFACE, read_preface, serve_h2
+from .rawio import close_stream
 from .tls import ReloadableContext, TlsListener, listener_wants_tls
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
@@ -290,7 +290,9 @@ async def _accept_loop(
             nursery.start_soon(_run_connection, stream, limiter, context, server)
 
 
-async def _run_connection(stream: trio.abc.Stream, limiter: trio.Semaphore, context: ServerContext, server: Server) -> None:
+async def _run_connection(
+    stream: trio.abc.Stream, limiter: trio.Semaphore, context: ServerContext, server: Server
+) -> None:
     try:
         await _handle_connection(stream, context, server)
     finally:
@@ -328,10 +330,25 @@ async def serve_listeners(
     and never disturbs another.  Listener errors other than running out of
     file descriptors propagate (in an :class:`ExceptionGroup`).
     """
-    context = ServerContext(config, connector or SocketConnector())
+    await _serve(config, listeners, connector=connector, handler_nursery=handler_nursery, task_status=task_status)
+
+
+async def _serve(
+    config: ServerConfig,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    *,
+    connector: BackendConnector | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    worker: bool = False,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """serve_listeners' body.  ``worker=True``: a worker process of ``workers = N``,
+    which neither spawns ``bin-path`` backends nor removes unix socket files
+    (the supervisor owns both)."""
+    context = ServerContext(config, connector or SocketConnector(), spawn=not worker)
     server = Server(config, listeners)
     limiter = trio.Semaphore(config.max_connections)
-    unix_paths = [a.path for a in server.addresses if a.kind == "unix" and a.path is not None]
+    unix_paths = [] if worker else [a.path for a in server.addresses if a.kind == "unix" and a.path is not None]
     try:
         async with trio.open_nursery() as backend_nursery:
             for route_backends in context.backends.values():
@@ -355,8 +372,32 @@ async def serve_listeners(
                 os.unlink(path)
         for listener in listeners:
             await trio.aclose_forcefully(listener)
-    msg = "serve_listeners ended without being cancelled"  # pragma: no cover
+    msg = "_serve ended without being cancelled"  # pragma: no cover
     raise AssertionError(msg)  # pragma: no cover
+
+
+async def serve_worker(
+    config: ServerConfig,
+    inherited: Sequence[tuple[int, bool]],
+    *,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve on listening sockets inherited from the supervisor (``workers = N``).
+
+    Args:
+        config: the configuration.
+        inherited: ``(file descriptor, serve TLS)`` for each listening socket.
+    """
+    contexts = ReloadableContext.from_config(config) if any(tls for _, tls in inherited) else None
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+    for fd, tls in inherited:
+        stdlib = socket.socket(fileno=fd)
+        listener: trio.abc.Listener[trio.abc.Stream] = trio.SocketListener(trio.socket.from_stdlib_socket(stdlib))
+        if tls:
+            assert contexts is not None
+            listener = TlsListener(listener, contexts)
+        listeners.append(listener)
+    await _serve(config, listeners, worker=True, task_status=task_status)
 
 
 async def serve(

@@ -30,6 +30,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import final
 
 import attrs
 import trio
@@ -39,8 +40,9 @@ from .._sansio import balance
 from .backends import SpawnedPool
 from .server import open_listeners
 from .spawn import make_preexec
+from .tls import listener_wants_tls
 
-__all__ = ["fixed_pools", "serve_workers"]
+__all__ = ["Supervisor", "fixed_pools"]
 
 log = logging.getLogger("wstrio.server")
 
@@ -61,89 +63,113 @@ def fixed_pools(config: ServerConfig) -> ServerConfig:
     return attrs.evolve(config, routes=tuple(fix_route(r) for r in config.routes))
 
 
-async def _run_worker(
-    number: int, config_path: Path, fds: Sequence[int], log_level: str, stopping: trio.Event, grace: float
-) -> None:
-    """Run worker ``number``, restarting it when it dies, until ``stopping`` is set."""
-    backoff = balance.RestartBackoff()
-    argv = [
-        sys.executable, "-m", "wstrio", "_worker", str(config_path),
-        "--listen-fds", ",".join(map(str, fds)), "--log-level", log_level, "--worker-number", str(number),
-    ]  # fmt: skip
-    while not stopping.is_set():
-        # Started from this (the main) thread: the parent-death signal is
-        # tied to the thread that forks.
-        popen = subprocess.Popen(argv, pass_fds=tuple(fds), process_group=0, preexec_fn=make_preexec())  # noqa: PLW1509
-        backoff.started(trio.current_time())
-        log.info("started worker %d (pid %d)", number, popen.pid)
+@final
+class Supervisor:
+    """Runs ``config.workers`` worker processes; see the module docstring."""
+
+    def __init__(self, config: ServerConfig, config_path: Path, *, log_level: str = "info") -> None:
+        self.config = fixed_pools(config)
+        self.config_path = config_path
+        self.log_level = log_level
+        self.workers: dict[int, subprocess.Popen[bytes]] = {}
+
+    def signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every running worker (e.g. SIGHUP: reload certificates)."""
+        for popen in self.workers.values():
+            if popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    popen.send_signal(signum)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the listeners, start backends and workers, and supervise until cancelled.
+
+        Cancellation: every worker gets SIGTERM and drains (bounded by
+        ``shutdown-timeout`` plus a margin, then SIGKILL); then the spawned
+        backends are stopped.
+        """
+        config = self.config
+        inherited: list[tuple[int, bool]] = []
+        listeners: list[trio.SocketListener] = []
         try:
-            pidfd = os.pidfd_open(popen.pid)
+            for address in config.listen:
+                opened = await open_listeners([address])
+                listeners.extend(opened)
+                inherited.extend((lst.socket.fileno(), listener_wants_tls(config, address.tls)) for lst in opened)
+            stopping = trio.Event()
+            async with trio.open_nursery() as backend_nursery:
+                for route in config.routes:
+                    for backend in route.backends:
+                        if backend.spawned:
+                            await backend_nursery.start(SpawnedPool(backend).run)
+                async with trio.open_nursery() as worker_nursery:
+                    for number in range(config.workers):
+                        worker_nursery.start_soon(self._run_worker, number, inherited, stopping)
+                    for listener in listeners:
+                        log.info("%d workers listening on %s", config.workers, listener.socket.getsockname())
+                    task_status.started()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        stopping.set()
+        finally:
+            for listener in listeners:
+                listener.socket.close()
+            for listen in config.listen:
+                if listen.kind == "unix" and listen.path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(listen.path)
+
+    async def _run_worker(self, number: int, inherited: Sequence[tuple[int, bool]], stopping: trio.Event) -> None:
+        """Run worker ``number``, restarting it when it dies, until ``stopping`` is set."""
+        backoff = balance.RestartBackoff()
+        fds = [fd for fd, _ in inherited]
+        spec = ",".join(f"{fd}:tls" if tls else str(fd) for fd, tls in inherited)
+        argv = [
+            sys.executable, "-m", "wstrio", "_worker", str(self.config_path),
+            "--listen-fds", spec, "--log-level", self.log_level, "--worker-number", str(number),
+        ]  # fmt: skip
+        while not stopping.is_set():
+            # Started from this (the main) thread: the parent-death signal is
+            # tied to the thread that forks.
+            popen = subprocess.Popen(  # noqa: ASYNC220 - fork from the main thread (parent-death signal)
+                argv, pass_fds=fds, process_group=0, preexec_fn=make_preexec()
+            )
+            self.workers[number] = popen
+            backoff.started(trio.current_time())
+            log.info("started worker %d (pid %d)", number, popen.pid)
             try:
-                while popen.poll() is None:
-                    await trio.lowlevel.wait_readable(pidfd)
-            finally:
-                trio.lowlevel.notify_closing(pidfd)
-                os.close(pidfd)
-        except BaseException:
-            # Cancelled (shutdown): the worker drains on SIGTERM; give it
-            # its shutdown-timeout, then kill it.
-            with trio.CancelScope(shield=True):
-                if popen.poll() is None:
-                    popen.send_signal(signal.SIGTERM)
-                    with trio.move_on_after(_STOP_MARGIN + grace):
-                        while popen.poll() is None:
-                            await trio.sleep(0.05)
-                    if popen.poll() is None:
-                        popen.kill()
-                        popen.wait()
-            raise
-        if stopping.is_set():
+                await _wait_exit(popen)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._stop(popen)
+                raise
+            if stopping.is_set():
+                return
+            delay = backoff.next_delay(trio.current_time())
+            log.warning(
+                "worker %d (pid %d) exited with status %s; restarting in %.1f s",
+                number, popen.pid, popen.returncode, delay,
+            )  # fmt: skip
+            await trio.sleep(delay)
+
+    async def _stop(self, popen: subprocess.Popen[bytes]) -> None:
+        # A worker drains on SIGTERM (CLOSE 1001 to its WebSockets, up to
+        # shutdown-timeout); then it is killed.
+        if popen.poll() is not None:
             return
-        delay = backoff.next_delay(trio.current_time())
-        log.warning("worker %d (pid %d) exited with status %s; restarting in %.1f s", number, popen.pid,
-                    popen.returncode, delay)  # fmt: skip
-        await trio.sleep(delay)
+        popen.send_signal(signal.SIGTERM)
+        with trio.move_on_after(self.config.shutdown_timeout + _STOP_MARGIN):
+            await _wait_exit(popen)
+            return
+        popen.kill()
+        await _wait_exit(popen)
 
 
-async def serve_workers(
-    config: ServerConfig,
-    config_path: Path,
-    *,
-    log_level: str = "info",
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Supervise ``config.workers`` worker processes until cancelled.
-
-    Cancellation: every worker gets SIGTERM and drains (bounded by
-    ``shutdown-timeout`` plus a margin, then SIGKILL); then the spawned
-    backends are stopped.
-    """
-    config = fixed_pools(config)
-    listeners = await open_listeners(config.listen)
-    fds = [listener.socket.fileno() for listener in listeners]
-    stopping = trio.Event()
+async def _wait_exit(popen: subprocess.Popen[bytes]) -> None:
+    pidfd = os.pidfd_open(popen.pid)
     try:
-        async with trio.open_nursery() as backend_nursery:
-            for route in config.routes:
-                for backend in route.backends:
-                    if backend.spawned:
-                        await backend_nursery.start(SpawnedPool(backend).run)
-            async with trio.open_nursery() as worker_nursery:
-                for number in range(config.workers):
-                    worker_nursery.start_soon(
-                        _run_worker, number, config_path, fds, log_level, stopping, config.shutdown_timeout
-                    )
-                for listener in listeners:
-                    log.info("%d workers listening on %s", config.workers, listener.socket.getsockname())
-                task_status.started()
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    stopping.set()
+        while popen.poll() is None:
+            await trio.lowlevel.wait_readable(pidfd)
     finally:
-        for listener in listeners:
-            listener.socket.close()
-        for listen in config.listen:
-            if listen.kind == "unix" and listen.path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(listen.path)
+        trio.lowlevel.notify_closing(pidfd)
+        os.close(pidfd)

@@ -63,8 +63,14 @@ def _check_backend(problems: list[tuple[str, str]], path: str, backend: Backend,
         problems.append((f"{path}.bin-path", "must name a program"))
     _count(problems, f"{path}.min-procs", backend.min_procs, 0, 1024)
     _count(problems, f"{path}.max-procs", backend.max_procs, 1, 1024)
-    if isinstance(backend.min_procs, int) and isinstance(backend.max_procs, int) and backend.min_procs > backend.max_procs:
-        problems.append((f"{path}.min-procs", f"must not exceed max-procs ({backend.max_procs}), not {backend.min_procs}"))
+    if (
+        isinstance(backend.min_procs, int)
+        and isinstance(backend.max_procs, int)
+        and backend.min_procs > backend.max_procs
+    ):
+        problems.append(
+            (f"{path}.min-procs", f"must not exceed max-procs ({backend.max_procs}), not {backend.min_procs}")
+        )
     _count(problems, f"{path}.max-load-per-proc", backend.max_load_per_proc, 1)
     _count(problems, f"{path}.listen-backlog", backend.listen_backlog, 1)
     for key, value in (
@@ -130,13 +136,14 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     if not config.listen:
         problems.append(("server.listen", 'must be a non-empty array of addresses such as "127.0.0.1:8080"'))
     for i, address in enumerate(config.listen):
-        if address.kind == "tcp":
+        kind: str = address.kind  # checked at run time: Python callers are not type-checked
+        if kind == "tcp":
             _count(problems, f"server.listen[{i}].port", address.port, 0, 65535)
-        elif address.kind == "unix":
+        elif kind == "unix":
             if address.path is None:
                 problems.append((f"server.listen[{i}]", "a unix listener needs a path"))
         else:
-            problems.append((f"server.listen[{i}]", f"kind must be 'tcp' or 'unix', not {address.kind!r}"))
+            problems.append((f"server.listen[{i}]", f"kind must be 'tcp' or 'unix', not {kind!r}"))
         if address.tls and config.tls is None:
             problems.append((f"server.listen[{i}].tls", "needs [server.tls] (certificate and private-key)"))
     _count(problems, "server.max-connections", config.max_connections, 1)

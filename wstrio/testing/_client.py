@@ -163,7 +163,7 @@ async def _connect_stream(url: str, ssl_context: ssl.SSLContext | None) -> tuple
 
 
 @contextlib.asynccontextmanager
-async def open_websocket(
+async def open_websocket(  # noqa: ASYNC109 - timeout bounds each receive, not this call
     url: str,
     *,
     subprotocols: Sequence[str] = (),
@@ -203,7 +203,7 @@ async def open_websocket(
 
 
 @contextlib.asynccontextmanager
-async def open_websocket_stream(
+async def open_websocket_stream(  # noqa: ASYNC109 - timeout bounds each receive, not this call
     stream: trio.abc.Stream,
     *,
     host: str = "localhost",
