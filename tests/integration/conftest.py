@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from tests.helpers import PROCESS_TIMEOUT, RawClients, ws_client, ws_connect
+from tests.helpers import PROCESS_TIMEOUT, RawClients, missing_tool, ws_client, ws_connect
 
 T = TypeVar("T")
 
@@ -158,7 +158,7 @@ class Chromium:
 
 @pytest.fixture
 def chromium_path() -> Path:
-    if not CHROMIUM.exists():
+    if missing_tool(str(CHROMIUM)):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     return CHROMIUM
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.lowlevel
 
 import wstrio
 from wstrio.testing import open_websocket
@@ -63,7 +64,7 @@ async def test_start_connect_cancel_leaves_nothing_behind() -> None:
             # The server going away closes the tunnel with 1001.
             assert await ws.wait_closed() == 1001
     assert len(trio.lowlevel.current_root_task().child_nurseries) == tasks_before
-    await trio.sleep(0)  # let closed sockets be released
+    await trio.lowlevel.checkpoint()  # let closed sockets be released
     assert open_fds() <= fds_before
 
 
@@ -102,7 +103,9 @@ def test_config_built_in_python_is_the_same_as_from_a_mapping() -> None:
     from_mapping = wstrio.config_from_mapping(
         {
             "server": {"listen": ["127.0.0.1:0"]},
-            "route": [{"path": "/shout/", "handler": "wstunnel", "backend": [{"app": "tests.integration.test_api:shout"}]}],
+            "route": [
+                {"path": "/shout/", "handler": "wstunnel", "backend": [{"app": "tests.integration.test_api:shout"}]}
+            ],
         }
     )
     assert from_mapping.routes[0].backends[0].app is shout

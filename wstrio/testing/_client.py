@@ -163,14 +163,14 @@ async def _connect_stream(url: str, ssl_context: ssl.SSLContext | None) -> tuple
 
 
 @contextlib.asynccontextmanager
-async def open_websocket(  # noqa: ASYNC109 - timeout bounds each receive, not this call
+async def open_websocket(
     url: str,
     *,
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
     origin: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - bounds each receive of the client, not this call
     unix_socket: str | None = None,
 ) -> AsyncIterator[WebSocketClient]:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) and close it on exit.
@@ -203,7 +203,7 @@ async def open_websocket(  # noqa: ASYNC109 - timeout bounds each receive, not t
 
 
 @contextlib.asynccontextmanager
-async def open_websocket_stream(  # noqa: ASYNC109 - timeout bounds each receive, not this call
+async def open_websocket_stream(
     stream: trio.abc.Stream,
     *,
     host: str = "localhost",
@@ -211,7 +211,7 @@ async def open_websocket_stream(  # noqa: ASYNC109 - timeout bounds each receive
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[str, str]] = (),
     origin: str | None = None,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - bounds each receive of the client, not this call
 ) -> AsyncIterator[WebSocketClient]:
     """Do the client handshake on an open ``stream`` (e.g. from a :class:`MemoryListener`).
 
