@@ -1,0 +1,214 @@
+"""The ``wstrio`` command as a user runs it: separate processes, real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers import (
+    EXAMPLES,
+    CliServer,
+    pid_alive,
+    prepare_examples,
+    start_cli_server,
+    toml_string,
+    wait_pid_gone,
+    write_python_backend,
+    ws_client,
+    ws_connect,
+)
+from wstrio import __version__
+
+
+async def run_wstrio(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(60):
+        return await trio.run_process(
+            [sys.executable, "-m", "wstrio", *args], capture_stdout=True, capture_stderr=True, check=False, cwd=cwd
+        )
+
+
+async def test_version() -> None:
+    result = await run_wstrio("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"wstrio {__version__}"
+
+
+async def test_no_command_is_usage_error() -> None:
+    result = await run_wstrio()
+    assert result.returncode == 2
+    assert b"usage:" in result.stderr
+
+
+async def test_check_good_config(tmp_path: Path) -> None:
+    config = tmp_path / "good.toml"
+    config.write_text(
+        '[server]\nlisten = ["127.0.0.1:0"]\ndocument-root = "www"\n\n'
+        '[[route]]\npath = "/ws/"\nhandler = "wstunnel"\n  [[route.backend]]\n  host = "127.0.0.1"\n  port = 9\n'
+    )
+    result = await run_wstrio("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert b"OK" in result.stdout
+    assert str(config).encode() in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.toml")))
+async def test_check_every_example(tmp_path: Path, name: str) -> None:
+    config = prepare_examples(tmp_path) / name
+    result = await run_wstrio("check", str(config))
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"OK" in result.stdout
+
+
+async def test_check_broken_config_lists_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text(
+        "[server]\n"
+        'listen = ["nowhere"]\n'
+        'max-connections = "lots"\n'
+        "bogus = 1\n"
+        "\n"
+        "[[route]]\n"
+        'path = "/ws/"\n'
+        'handler = "teleport"\n'
+        "  [[route.backend]]\n"
+        '  host = "127.0.0.1"\n'
+        "  port = 99999\n"
+    )
+    result = await run_wstrio("check", str(config))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert str(config) in err
+    for key in (
+        "server.listen",
+        "server.max-connections",
+        "server.bogus",
+        "route[0].handler",
+        "route[0].backend[0].port",
+    ):
+        assert key in err, f"{key} missing from:\n{err}"
+    assert "5 problems" in err
+    assert result.stdout == b""
+
+
+async def test_check_unparsable_toml(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server\nlisten = \n")
+    result = await run_wstrio("check", str(config))
+    assert result.returncode == 1
+    assert str(config).encode() in result.stderr
+    assert b"TOML" in result.stderr
+
+
+async def test_check_missing_file(tmp_path: Path) -> None:
+    result = await run_wstrio("check", str(tmp_path / "absent.toml"))
+    assert result.returncode == 1
+    assert b"absent.toml" in result.stderr
+
+
+async def test_serve_invalid_config_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text('[server]\nlisten = ["127.0.0.1:0"]\nmax-connections = -1\n')
+    result = await run_wstrio("serve", str(config))
+    assert result.returncode == 1
+    assert b"server.max-connections" in result.stderr
+
+
+async def test_serve_unbindable_address_exits_1(tmp_path: Path) -> None:
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "busy.toml"
+        config.write_text(f'[server]\nlisten = ["127.0.0.1:{port}"]\n')
+        result = await run_wstrio("serve", str(config))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}".encode() in result.stderr
+
+
+def spawned_config(tmp_path: Path) -> Path:
+    """A config on port 0 whose route spawns the pid-echo backend."""
+    backend = write_python_backend(tmp_path / "backend.py")
+    www = tmp_path / "www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("<p>hi</p>\n")
+    config = tmp_path / "wstrio.toml"
+    config.write_text(
+        "[server]\n"
+        'listen = ["127.0.0.1:0"]\n'
+        'document-root = "www"\n'
+        "shutdown-timeout = 5\n"
+        "\n"
+        "[[route]]\n"
+        'path = "/ws/"\n'
+        'handler = "wstunnel"\n'
+        "  [[route.backend]]\n"
+        f"  socket = {toml_string(tmp_path / 'b.sock')}\n"
+        f"  bin-path = {toml_string(backend)}\n"
+        "  max-procs = 1\n"
+    )
+    return config
+
+
+async def tunnel_pid(cli: CliServer) -> int:
+    def ask(url: str) -> int:
+        with ws_connect(url) as ws:
+            ws.send("pid\n")
+            text = ""
+            while not text.endswith("\n"):
+                text += str(ws.recv(timeout=10))
+            return int(text)
+
+    return await ws_client(ask, f"ws://127.0.0.1:{cli.port}/ws/")
+
+
+async def test_serve_then_sigterm_exits_0_and_stops_the_backend(nursery: trio.Nursery, tmp_path: Path) -> None:
+    cli = await start_cli_server(nursery, spawned_config(tmp_path))
+    pid = await tunnel_pid(cli)
+    assert pid_alive(pid)
+
+    def hold_tunnel_and_wait_for_close(url: str) -> int | None:
+        with ws_connect(url) as ws:
+            ws.send("x\n")
+            ws.recv(timeout=10)
+            cli.process.send_signal(signal.SIGTERM)
+            try:
+                ws.recv(timeout=20)
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+            return -1
+
+    code = await ws_client(hold_tunnel_and_wait_for_close, f"ws://127.0.0.1:{cli.port}/ws/")
+    assert code == 1001
+    assert await cli.stop(None) == 0
+    await wait_pid_gone(pid)
+    log = "\n".join(cli.stderr)
+    assert "SIGTERM" in log
+    assert not (tmp_path / "b.sock-0").exists(), "the backend socket file was left behind"
+
+
+async def test_serve_sigint_exits_0(nursery: trio.Nursery, tmp_path: Path) -> None:
+    cli = await start_cli_server(nursery, spawned_config(tmp_path))
+    pid = await tunnel_pid(cli)
+    assert await cli.stop(signal.SIGINT) == 0
+    await wait_pid_gone(pid)
+
+
+async def test_serve_logs_where_it_listens_and_serves_static_files(nursery: trio.Nursery, tmp_path: Path) -> None:
+    cli = await start_cli_server(nursery, spawned_config(tmp_path))
+    stream = await trio.open_tcp_stream("127.0.0.1", cli.port)
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert data.endswith(b"<p>hi</p>\n")
+    assert any(f"listening on http://127.0.0.1:{cli.port}" in line for line in cli.stderr)
+    assert await cli.stop() == 0
