@@ -543,6 +543,21 @@ while True:
 """
 
 
+# A bin-path backend that answers every chunk with "<pid>:<chunk>", so a test
+# can see which process of a pool served it.
+PID_TAGGING_BACKEND = """\
+import os, socket, threading
+listener = socket.socket(fileno=0)
+def serve(conn):
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(str(os.getpid()).encode() + b":" + data)
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
 def write_python_backend(path: Path, source: str = PID_ECHO_BACKEND) -> Path:
     """Write ``source`` as an executable script run by this Python; returns ``path``."""
     path.write_text(f"#!{sys.executable}\n{source}")

@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.helpers import PID_TAGGING_BACKEND, write_python_backend
 from wstrio.testing import ConnectionRejected, open_websocket, start_server
 
 # A backend program for bin-path pools: accepts on fd 0 and, per connection,
 # answers every chunk with "<pid>:<chunk>" so tests can see which process served.
-PID_ECHO = textwrap.dedent(
-    """\
-    #!{python}
-    import os, socket, threading
-    listener = socket.socket(fileno=0)
-    def serve(conn):
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(str(os.getpid()).encode() + b":" + data)
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
-    """
-)
 
 
 def write_pid_echo(tmp_path: Path) -> Path:
-    program = tmp_path / "pid_echo.py"
-    program.write_text(PID_ECHO.format(python=sys.executable))
-    program.chmod(0o755)
-    return program
+    return write_python_backend(tmp_path / "pid_echo.py", PID_TAGGING_BACKEND)
 
 
 async def _tagged_echo(tag: bytes, stream: trio.abc.Stream) -> None:
@@ -170,7 +152,7 @@ async def test_adaptive_pool_grows_under_load_and_shrinks_when_idle(nursery: tri
         await b.send("b")
         pids.add(str(await b.receive()).split(":")[0])
         with trio.fail_after(10):
-            while not (tmp_path / "pool.sock-1").exists():
+            while not (tmp_path / "pool.sock-1").exists():  # noqa: ASYNC110 - polling the file system
                 await trio.sleep(0.1)
         async with open_websocket(url) as c:
             await c.send("c")
@@ -178,7 +160,7 @@ async def test_adaptive_pool_grows_under_load_and_shrinks_when_idle(nursery: tri
     assert len(pids) == 2, "the third connection should go to the new, idle process"
     # All closed: the surplus process is stopped after idle-timeout.
     with trio.fail_after(15):
-        while (tmp_path / "pool.sock-1").exists():
+        while (tmp_path / "pool.sock-1").exists():  # noqa: ASYNC110 - polling the file system
             await trio.sleep(0.1)
     assert (tmp_path / "pool.sock-0").exists(), "min-procs must stay running"
 

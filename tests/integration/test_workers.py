@@ -15,22 +15,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-pytestmark = pytest.mark.slow
+from tests.helpers import PID_TAGGING_BACKEND, pid_alive, write_python_backend
 
-PID_ECHO = textwrap.dedent(
-    """\
-    #!{python}
-    import os, socket, threading
-    listener = socket.socket(fileno=0)
-    def serve(conn):
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(str(os.getpid()).encode() + b":" + data)
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
-    """
-)
+pytestmark = pytest.mark.slow
 
 
 def wait_for(pattern: str, log: Path, deadline: float = 20.0) -> re.Match[str]:
@@ -43,22 +30,8 @@ def wait_for(pattern: str, log: Path, deadline: float = 20.0) -> re.Match[str]:
     raise AssertionError(f"{pattern!r} not in the log:\n{log.read_text()}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_two_workers_share_the_port_and_the_backend(tmp_path: Path) -> None:
-    program = tmp_path / "pid_echo.py"
-    program.write_text(PID_ECHO.format(python=sys.executable))
-    program.chmod(0o755)
+    program = write_python_backend(tmp_path / "pid_echo.py", PID_TAGGING_BACKEND)
     config = tmp_path / "wstrio.toml"
     config.write_text(
         textwrap.dedent(
@@ -122,6 +95,6 @@ def test_two_workers_share_the_port_and_the_backend(tmp_path: Path) -> None:
             proc.wait()
     for pid in backend_pids | set(workers[1:]):
         end = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < end:
+        while pid_alive(pid) and time.monotonic() < end:
             time.sleep(0.05)
-        assert not alive(pid), f"process {pid} outlived wstrio"
+        assert not pid_alive(pid), f"process {pid} outlived wstrio"

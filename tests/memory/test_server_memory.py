@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import trio
 
 import wstrio
@@ -57,8 +58,7 @@ async def test_refused_backend_is_a_503(nursery: trio.Nursery) -> None:
     connector.refuse.add("10.0.0.1:1")
     await nursery.start(functools.partial(wstrio.serve_listeners, config(), [listener], connector=connector))
     stream = await listener.connect()
-    try:
+    with pytest.raises(wstrio.testing.ConnectionRejected) as info:
         async with open_websocket_stream(stream, target="/ws/"):
-            raise AssertionError("the handshake must fail")
-    except wstrio.testing.ConnectionRejected as exc:
-        assert exc.status_code == 503
+            pass
+    assert info.value.status_code == 503

@@ -241,8 +241,11 @@ async def serve_h1(
             return
         # h11's max_incomplete_event_size only bounds a head that is still
         # incomplete; one that arrived in a single read must be measured.
-        head_size = len(event.method) + len(event.target) + 11 + sum(
-            len(name) + len(value) + 4 for name, value in event.headers.raw_items()
+        head_size = (
+            len(event.method)
+            + len(event.target)
+            + 11
+            + sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
         )
         if head_size > config.max_request_field_size:
             await _send_error(conn, 431)

@@ -465,8 +465,11 @@ class _H2Connection:
 
     def _failure(self, st: _Stream, exc: h2.exceptions.H2Error) -> BaseException:
         """What an h2 error while sending means: the stream or connection is gone, or a bug."""
-        if st.reset or self.broken or isinstance(exc, h2.exceptions.StreamClosedError) or (
-            self.h2.state_machine.state is h2.connection.ConnectionState.CLOSED
+        if (
+            st.reset
+            or self.broken
+            or isinstance(exc, h2.exceptions.StreamClosedError)
+            or (self.h2.state_machine.state is h2.connection.ConnectionState.CLOSED)
         ):
             msg = f"HTTP/2 stream {st.stream_id} cannot send: {exc}"
             return trio.BrokenResourceError(msg)

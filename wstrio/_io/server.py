@@ -441,4 +441,3 @@ async def serve(
     await serve_listeners(
         config, listeners, connector=connector, handler_nursery=handler_nursery, task_status=task_status
     )
-

@@ -300,7 +300,7 @@ class _Loader(_Walker):
         if isinstance(value, (str, Mapping)):
             value = [value]
         if not isinstance(value, list) or not value:
-            _bad("must be a non-empty array of addresses such as \"127.0.0.1:8080\"")
+            _bad('must be a non-empty array of addresses such as "127.0.0.1:8080"')
         out = []
         for i, item in enumerate(value):
             if isinstance(item, str):
@@ -397,8 +397,16 @@ class _Loader(_Walker):
             if host is None:
                 host = "127.0.0.1"
         if "bin-path" not in got:
-            for key in ("min-procs", "max-procs", "max-load-per-proc", "idle-timeout",
-                        "listen-backlog", "bin-environment", "bin-copy-environment", "kill-signal"):
+            for key in (
+                "min-procs",
+                "max-procs",
+                "max-load-per-proc",
+                "idle-timeout",
+                "listen-backlog",
+                "bin-environment",
+                "bin-copy-environment",
+                "kill-signal",
+            ):
                 if key in got:
                     self.problem(f"{path}.{key}", "only applies to a spawned backend ('bin-path')")
 
@@ -454,9 +462,7 @@ class _Loader(_Walker):
         got = self.table(data, path, schema, required=("handler",))
         handler = got.get("handler")
         matchers = [k for k in ("path", "regex", "extensions") if k in got]
-        if not matchers and isinstance(data, Mapping) and not any(
-            k in data for k in ("path", "regex", "extensions")
-        ):
+        if not matchers and isinstance(data, Mapping) and not any(k in data for k in ("path", "regex", "extensions")):
             self.problem(path, "needs one of 'path', 'regex' or 'extensions' to say which requests it takes")
         elif len(matchers) > 1:
             self.problem(path, f"give only one of 'path', 'regex', 'extensions', not {matchers}")
@@ -525,7 +531,9 @@ class _Loader(_Walker):
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
         got = self.table(
-            data, path, {"certificate": self.path, "private-key": self.path},
+            data,
+            path,
+            {"certificate": self.path, "private-key": self.path},
             required=("certificate", "private-key"),
         )
         if "certificate" not in got or "private-key" not in got:

@@ -22,9 +22,7 @@ __all__ = ["H2_CONNECTION_HEADERS", "Request", "has_token", "header_list_size", 
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
-H2_CONNECTION_HEADERS = frozenset(
-    [b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"]
-)
+H2_CONNECTION_HEADERS = frozenset([b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"])
 """Connection-specific header fields, which HTTP/2 forbids (RFC 9113 section 8.2.2)."""
 
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

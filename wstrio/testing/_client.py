@@ -195,10 +195,18 @@ async def open_websocket(
     else:
         with trio.fail_after(timeout):
             stream, authority, target = await _connect_stream(url, ssl_context)
-    async with stream, open_websocket_stream(
-        stream, host=authority, target=target, subprotocols=subprotocols, headers=headers, origin=origin,
-        timeout=timeout,
-    ) as client:
+    async with (
+        stream,
+        open_websocket_stream(
+            stream,
+            host=authority,
+            target=target,
+            subprotocols=subprotocols,
+            headers=headers,
+            origin=origin,
+            timeout=timeout,
+        ) as client,
+    ):
         yield client
 
 
