@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
+nox.options.sessions = ["tests", "lint", "typecheck", "examples", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).resolve().parent
@@ -69,3 +69,20 @@ def examples(session: nox.Session) -> None:
         shutil.copyfile(made / "server.key", key)
     for config in configs:
         session.run("wstrio", "check", str(config))
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with MkDocs; any warning is an error (``strict: true``)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(Path(session.create_tmp()) / "site"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite against lighttpd (``apt-get install lighttpd gcc``); ``-- --quick`` for one short round.
+
+    Prints the comparison table and writes benchmarks/results/*.json and docs/perf/benchmark.png.
+    """
+    session.install("-e", ".", "matplotlib", "py-spy")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -49,7 +49,9 @@ def open_fds() -> set[str]:
 
 
 async def test_start_connect_cancel_leaves_nothing_behind() -> None:
-    tasks_before = len(trio.lowlevel.current_root_task().child_nurseries)
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    tasks_before = len(root.child_nurseries)
     fds_before = open_fds()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(wstrio.serve, shout_config())
@@ -63,7 +65,7 @@ async def test_start_connect_cancel_leaves_nothing_behind() -> None:
             nursery.cancel_scope.cancel()
             # The server going away closes the tunnel with 1001.
             assert await ws.wait_closed() == 1001
-    assert len(trio.lowlevel.current_root_task().child_nurseries) == tasks_before
+    assert len(root.child_nurseries) == tasks_before
     await trio.lowlevel.checkpoint()  # let closed sockets be released
     assert open_fds() <= fds_before
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def write_pid_echo(tmp_path: Path) -> Path:
     return write_python_backend(tmp_path / "pid_echo.py", PID_TAGGING_BACKEND)
 
 
-async def _tagged_echo(tag: bytes, stream: trio.abc.Stream) -> None:
+async def _tagged_echo(tag: bytes, stream: trio.SocketStream) -> None:
     async with stream:
         try:
             async for chunk in stream:
@@ -40,7 +41,7 @@ async def start_tagged_backends(nursery: trio.Nursery, count: int) -> list[tuple
             with scope:
                 listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
                 task_status.started(listeners[0].socket.getsockname()[1])
-                await trio.serve_listeners(lambda s: _tagged_echo(tag, s), listeners)
+                await trio.serve_listeners(functools.partial(_tagged_echo, tag), listeners)
 
         port = await nursery.start(run, str(i).encode(), scope)
         out.append((port, scope))

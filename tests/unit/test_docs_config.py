@@ -39,7 +39,7 @@ def accepted(probe: dict[str, Any]) -> set[str]:
     raise AssertionError(info.value.problems)
 
 
-PROBES = {
+PROBES: dict[str, dict[str, Any]] = {
     "[server]": {"server": {"__probe__": 1}},
     "[server.tls]": {"server": {"tls": {"__probe__": 1}}},
     "[[route]]": {"route": [{"__probe__": 1}]},
