@@ -1163,7 +1163,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="py-spy --native: C frames too (system calls, GC); default on",
     )
-    p.add_argument("--plot", default=str(PERF_DOCS / "benchmark.png"), help="PNG path ('' = no plot)")
+    p.add_argument(
+        "--plot",
+        default=None,
+        help="PNG path ('' = no plot; default: next to the JSON results; the docs' figure is "
+        + str(PERF_DOCS / "benchmark.png")
+        + ")",
+    )
     p.add_argument("--json", default=None, help="results path (default benchmarks/results/<timestamp>.json)")
     p.add_argument(
         "--nice",
@@ -1353,6 +1359,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path.write_text(json.dumps(doc, indent=1, default=str))
     print(f"results: {json_path}")
+    if args.plot is None:
+        args.plot = str(json_path.with_suffix(".png"))
     if args.plot:
         if plot(summary, servers, Path(args.plot), headline + f"  ({info['date']}, {info['cpu']})"):
             print(f"plot: {args.plot}")
