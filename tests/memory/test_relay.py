@@ -15,7 +15,8 @@ import trio
 import trio.testing
 
 from wstrio._io.exchange import Upgraded
-from wstrio._io.relay import READ_SIZE, RelayOutcome, relay
+from wstrio._io.rawio import READ_SIZE
+from wstrio._io.relay import RelayOutcome, relay
 
 RelayFn = Callable[[], Awaitable[RelayOutcome]]
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :func:`relay` runs one nursery with two sibling tasks, one per direction.
-Each reads up to :data:`READ_SIZE` bytes from its source and writes them,
+Each reads up to 64 KiB (:data:`wstrio._io.rawio.READ_SIZE`) from its source and writes them,
 unchanged and uncopied, to its destination before reading again, so a slow
 reader on either side stops reads from the other (backpressure: at most one
 chunk per direction is held in memory, plus the kernel's socket buffers).
@@ -24,9 +24,10 @@ Endings:
   backend that streams to a quiet client would then be cut off, so wstrio
   counts both (reference section 13, "make idle bidirectional").
 
-Per chunk the relay does one ``receive_some``, one ``send_all``, one clock
-read and two cancel scopes (the idle and write deadlines); nothing per
-message.
+Per chunk the relay does one read, one write and two clock reads; nothing
+per message.  Plain sockets go through :mod:`wstrio._io.rawio`'s file
+descriptor fast path, and one watchdog task checks the idle and write
+deadlines from timestamps (no cancel scope per operation).
 
 Neither stream is closed here: their owners (the HTTP layer for the client,
 the backend lease for the backend) close them.
@@ -41,11 +42,10 @@ import attrs
 import trio
 
 from .exchange import Upgraded
+from .rawio import Pipe, pipe_for
 
-__all__ = ["READ_SIZE", "RelayOutcome", "relay"]
+__all__ = ["RelayOutcome", "relay"]
 
-READ_SIZE = 256 * 1024
-"""Bytes asked of ``receive_some`` at a time: large, so bulk data takes few system calls."""
 
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -80,46 +80,59 @@ class _Relay:
         self.write_idle = max_write_idle or math.inf
         self.last_activity = trio.current_time()
         self.written: dict[Side, int] = {"client": 0, "backend": 0}
+        # When the write to each side started, while one is in progress.
+        self.writing: dict[Side, float | None] = {"client": None, "backend": None}
         self.first_eof: Side | None = None
         self.error: str | None = None
         self.scope = trio.CancelScope()
+        self.watchdog_scope = trio.CancelScope()
+        self.pumps = 2
 
     def fail(self, reason: str) -> None:
         if self.error is None:
             self.error = reason
         self.scope.cancel()
 
-    async def pump(
-        self,
-        source: Side,
-        src: trio.abc.ReceiveStream,
-        target: Side,
-        dst: trio.abc.SendStream,
-        pending: bytes | bytearray,
-    ) -> None:
+    async def watchdog(self) -> None:
+        """Idleness and stalled writes, checked from timestamps (no cancel scope per operation)."""
+        with self.watchdog_scope:
+            await self._watch()
+
+    async def _watch(self) -> None:
+        poll = min(self.write_idle, 5.0)
+        while True:
+            now = trio.current_time()
+            if now >= self.last_activity + self.idle:
+                self.fail(f"no data in either direction for {self.idle:g} s")
+                return
+            deadline = self.last_activity + self.idle
+            for side, started in self.writing.items():
+                if started is None:
+                    continue
+                if now >= started + self.write_idle:
+                    self.fail(f"writing to the {side} stalled for {self.write_idle:g} s")
+                    return
+                deadline = min(deadline, started + self.write_idle)
+            await trio.sleep_until(min(deadline, now + poll))
+
+    async def pump(self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray) -> None:
+        try:
+            await self._pump(source, src, target, dst, pending)
+        finally:
+            self.pumps -= 1
+            if not self.pumps:
+                self.watchdog_scope.cancel()  # both directions are done
+
+    async def _pump(self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray) -> None:
         written = 0
         try:
             while True:
                 if pending:
-                    with trio.move_on_after(self.write_idle) as write_scope:
-                        await dst.send_all(pending)
-                    if write_scope.cancelled_caught:
-                        self.fail(f"writing to the {target} stalled for {self.write_idle:g} s")
-                        return
+                    self.writing[target] = trio.current_time()
+                    await dst.send_all(pending)
+                    self.writing[target] = None
                     written += len(pending)
-                # The idle deadline is read lazily: the other direction moves
-                # last_activity, and a wake-up at a stale deadline just waits
-                # again.  (Cancelled receive_some loses no data on sockets and
-                # on TLS after the handshake; the HTTP/2 stream adapter must
-                # keep that promise too.)
-                with trio.move_on_at(self.last_activity + self.idle) as read_scope:
-                    pending = await src.receive_some(READ_SIZE)
-                if read_scope.cancelled_caught:
-                    pending = b""
-                    if trio.current_time() < self.last_activity + self.idle:
-                        continue
-                    self.fail(f"no data in either direction for {self.idle:g} s")
-                    return
+                pending = await src.receive()
                 if not pending:
                     break
                 self.last_activity = trio.current_time()
@@ -130,7 +143,7 @@ class _Relay:
             self.written[target] += written
         if self.first_eof is None:
             self.first_eof = source
-        if not isinstance(dst, trio.abc.HalfCloseableStream):
+        if not isinstance(dst.stream, trio.abc.HalfCloseableStream):
             # No way to pass the EOF on alone: end the relay; the owners
             # close both streams.
             self.scope.cancel()
@@ -174,10 +187,13 @@ async def relay(
     relay and are reported in :attr:`RelayOutcome.error`, never raised.
     """
     state = _Relay(max_read_idle, max_write_idle)
+    client_pipe, backend_pipe = pipe_for(client.stream), pipe_for(backend)
     with state.scope:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(state.pump, "client", client.stream, "backend", backend, client.leftover)
-            nursery.start_soon(state.pump, "backend", backend, "client", client.stream, backend_leftover)
+            nursery.start_soon(state.pump, "client", client_pipe, "backend", backend_pipe, client.leftover)
+            nursery.start_soon(state.pump, "backend", backend_pipe, "client", client_pipe, backend_leftover)
+            if state.idle < math.inf or state.write_idle < math.inf:
+                nursery.start_soon(state.watchdog)
     return RelayOutcome(
         bytes_to_backend=state.written["backend"],
         bytes_to_client=state.written["client"],
