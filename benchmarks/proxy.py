@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run  # noqa: E402  (the harness, next to this file)
+import run  # the harness, next to this file
 
 
 class Direct(run.Wstrio):
