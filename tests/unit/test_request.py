@@ -235,3 +235,22 @@ def test_connection_details_are_kept() -> None:
     assert request.scheme == "https"
     assert request.client == ("10.0.0.1", 5555)
     assert request.server == ("10.0.0.2", 443)
+
+
+def test_informational_heads_are_formatted_like_h11_and_refuse_injection() -> None:
+    import h11
+
+    from wstrio._io.http1 import format_informational
+
+    head = format_informational(101, [(b"upgrade", b"websocket"), (b"sec-websocket-accept", b" abc= ")])
+    assert head == b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: abc=\r\n\r\n"
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x"), ("Upgrade", "websocket")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(head)
+    event = client.next_event()
+    assert isinstance(event, h11.InformationalResponse)
+    assert event.status_code == 101
+    for bad in [(b"x-evil", b"a\r\nset-cookie: b"), (b"bad name", b"v"), (b"", b"v"), (b"x", b"a\x00b")]:
+        with pytest.raises(ValueError, match="invalid response header"):
+            format_informational(101, [bad])
