@@ -1,17 +1,22 @@
-"""A first end-to-end check: a websockets client through wstrio to a TCP echo backend."""
+"""A first end-to-end check, written with wstrio's own pytest fixtures (dogfooding)."""
 
 from __future__ import annotations
 
-import trio
+import pytest
 from websockets.sync.client import connect
 
-from tests.helpers import echo_route, serve_echo_tcp, start_server, ws_client
+from tests.helpers import ws_client
+from wstrio import Server
+from wstrio.testing import WebSocketClient
 
 
-async def test_text_round_trip(nursery: trio.Nursery) -> None:
-    port = await serve_echo_tcp(nursery)
-    server = await start_server(nursery, {"route": [echo_route(port)]})
+@pytest.fixture
+def wstrio_config(wstrio_echo_backend: tuple[str, int]) -> dict[str, object]:
+    host, port = wstrio_echo_backend
+    return {"route": [{"path": "/ws/", "handler": "wstunnel", "backend": [{"host": host, "port": port}]}]}
 
+
+async def test_text_round_trip_with_an_independent_client(wstrio_server: Server) -> None:
     def client(url: str) -> list[str]:
         with connect(url) as ws:
             out = []
@@ -20,4 +25,10 @@ async def test_text_round_trip(nursery: trio.Nursery) -> None:
                 out.append(str(ws.recv(timeout=10)))
             return out
 
-    assert await ws_client(client, server.url("/ws/", scheme="ws")) == ["hello 0", "hello 1", "hello 2"]
+    assert await ws_client(client, wstrio_server.url("/ws/", scheme="ws")) == ["hello 0", "hello 1", "hello 2"]
+
+
+async def test_the_fixture_client(wstrio_client: WebSocketClient) -> None:
+    await wstrio_client.send("ping?")
+    assert await wstrio_client.receive() == "ping?"
+    assert await wstrio_client.close(4000) == 1000
