@@ -12,6 +12,7 @@ from .backends import BackendConnector, RouteBackends, make_route_backends
 from .cgi import handle_cgi
 from .exchange import ClientGone, Exchange, send_simple
 from .fastcgi import handle_fastcgi
+from .hub import Hub
 from .proxy import handle_proxy
 from .scgi import handle_scgi
 from .static import serve_static
@@ -34,6 +35,7 @@ class ServerContext:
         self._route_index = {id(r): i for i, r in enumerate(config.routes)}
         self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
         self.timers = TimerService()
+        self.hub = Hub()
 
     def backends_for(self, index: int) -> RouteBackends:
         return self.backends[index]
@@ -48,7 +50,7 @@ class ServerContext:
                 return
             index = self._route_index[id(route)]
             if route.handler == "wstunnel":
-                await handle_wstunnel(exchange, route, self.backends[index], self.config, self.timers)
+                await handle_wstunnel(exchange, route, self.backends[index], self.config, self.timers, self.hub)
             elif route.handler == "proxy":
                 await handle_proxy(exchange, route, self.backends[index], self.config)
             elif route.handler == "cgi":

@@ -354,6 +354,7 @@ async def _serve(
             for route_backends in context.backends.values():
                 await route_backends.start(backend_nursery)
             backend_nursery.start_soon(context.timers.run)
+            backend_nursery.start_soon(context.hub.run)
             async with trio.open_nursery() as connection_nursery:
                 target = handler_nursery or connection_nursery
                 for listener in listeners:

@@ -49,6 +49,13 @@ Plain sockets are read and written through :mod:`wstrio._io.rawio`'s file
 descriptor fast path; TLS, HTTP/2 and memory streams through their own
 Stream API.
 
+The hub (:mod:`wstrio._io.hub`): a tunnel between two plain sockets, without
+pings, first lives in the server's hub, which moves its data synchronously
+from one epoll set shared by all such tunnels (no task switch per message).
+At the first control frame, EOF, error or write that would block, the hub
+hands the tunnel back, with what was pending (bytes not yet written, events
+not yet handled), and the tasks below take over for the rest of its life.
+
 One writer: every write to the client goes through :class:`ClientSender`,
 whose lock keeps frames whole.  A write that was cancelled or failed midway
 marks the stream broken, and nothing more is written to it.
@@ -58,6 +65,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Iterable
 from typing import final
 
 import attrs
@@ -65,7 +74,8 @@ import trio
 from wsproto.frame_protocol import CloseReason
 
 from .._sansio.websocket import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
-from .rawio import READ_SIZE, Pipe, pipe_for
+from .hub import Hub
+from .rawio import READ_SIZE, FdPipe, Pipe, pipe_for
 
 __all__ = ["READ_SIZE", "ClientSender", "Outcome", "TimerService", "TunnelSettings", "run_tunnel"]
 
@@ -200,6 +210,15 @@ class _Tunnel:
         self.last_client_read = now
         self.last_backend_read = now
         self.backend_write_started: float | None = None
+        self.framer = None if codec.binary else TextFramer()
+        # What the hub leaves for the tasks when it hands the tunnel back.
+        self.pending_to_backend = b""
+        self.pending_to_client = b""
+        self.pending_events: list[Data | Ping | Pong | Close] = []
+        self.client_failed = False
+        self.backend_failed = False
+        self.backend_eof = False
+        self._handed_back = trio.Event()
 
     def finish(self, code: int | None, reason: str, by: str) -> None:
         if self.outcome is None:
@@ -246,6 +265,117 @@ class _Tunnel:
                 return
             await trio.sleep_until(min(deadline, now + poll))
 
+    # -- the hub's fast path (see wstrio._io.hub) ------------------------------
+
+    def can_use_hub(self) -> bool:
+        return isinstance(self.client, FdPipe) and isinstance(self.backend, FdPipe) and self.settings.ping_interval <= 0
+
+    async def run_in_hub(self, hub: Hub) -> None:
+        """Let the hub move the data until it hands the tunnel back (or we are cancelled)."""
+        assert isinstance(self.client, FdPipe)
+        assert isinstance(self.backend, FdPipe)
+        cfd, bfd = self.client.fd, self.backend.fd
+        self._forward_client_events()  # bytes pipelined behind the handshake
+        if self._handed_back.is_set():
+            return
+        hub.register(cfd, self._client_readable, self._hub_failed)
+        hub.register(bfd, self._backend_readable, self._hub_failed)
+        try:
+            await self._handed_back.wait()
+        finally:
+            hub.unregister(cfd)
+            hub.unregister(bfd)
+
+    def _hand_back(self) -> None:
+        self._handed_back.set()
+
+    def _hub_failed(self) -> None:
+        # A bug in the fast path: end this tunnel as a backend error would.
+        self.backend_failed = True
+        self._hand_back()
+
+    def _client_readable(self) -> None:
+        if self._handed_back.is_set():
+            return
+        assert isinstance(self.client, FdPipe)
+        try:
+            data = os.read(self.client.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.client_failed = True
+            self._hand_back()
+            return
+        self.last_client_read = trio.current_time()
+        if not data:
+            self.client_eof = True
+            self._hand_back()
+            return
+        self.codec.receive_data(data)
+        self._forward_client_events()
+
+    def _forward_client_events(self) -> None:
+        payload = b""
+        for event in self.codec.events():
+            if isinstance(event, Data):
+                payload = event.data  # events() gives all data first, as one event
+            else:
+                self.pending_events.append(event)
+        if payload:
+            assert isinstance(self.backend, FdPipe)
+            try:
+                written = os.write(self.backend.fd, payload)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                written = 0
+                self.backend_failed = True
+            self.bytes_to_backend += written
+            if written < len(payload):
+                self.pending_to_backend = payload[written:]
+                self._hand_back()
+                return
+        if self.pending_events:
+            self._hand_back()
+
+    def _backend_readable(self) -> None:
+        if self._handed_back.is_set():
+            return
+        assert isinstance(self.backend, FdPipe)
+        assert isinstance(self.client, FdPipe)
+        try:
+            data = os.read(self.backend.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.backend_failed = True
+            self._hand_back()
+            return
+        self.last_backend_read = trio.current_time()
+        if not data:
+            self.backend_eof = True
+            self._hand_back()
+            return
+        if self.framer is not None:
+            data = self.framer.feed(data)
+            if not data:
+                return
+        frame = self.codec.data(data)
+        try:
+            written = os.write(self.client.fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self.client_failed = True
+            self._hand_back()
+            return
+        self.sender.bytes_sent += written
+        if written < len(frame):
+            self.pending_to_client = frame[written:]
+            self._hand_back()
+
+    # -- the tasks ------------------------------------------------------------
+
     async def _to_backend(self, data: bytes) -> bool:
         self.backend_write_started = trio.current_time()
         try:
@@ -267,6 +397,25 @@ class _Tunnel:
 
     async def client_to_backend(self) -> None:
         codec = self.codec
+        # What the hub left: data it could not write, events it does not handle.
+        if self.client_failed:
+            self.sender.broken = True
+            self.finish(None, "client connection lost", "client")
+            return
+        if self.backend_failed:
+            self.finish(CloseReason.INTERNAL_ERROR, "backend write failed", "backend")
+            return
+        if self.pending_to_backend:
+            pending, self.pending_to_backend = self.pending_to_backend, b""
+            if not await self._to_backend(pending):
+                return
+        if self.pending_events:
+            events, self.pending_events = self.pending_events, []
+            if not await self._handle(events):
+                return
+        if self.client_eof:
+            await self._backend_eof()
+            await trio.sleep_forever()
         # Bytes pipelined behind the handshake were fed to the codec already.
         if not await self._handle_events():
             return
@@ -291,7 +440,10 @@ class _Tunnel:
                 return
 
     async def _handle_events(self) -> bool:
-        for event in self.codec.events():
+        return await self._handle(self.codec.events())
+
+    async def _handle(self, events: Iterable[Data | Ping | Pong | Close]) -> bool:
+        for event in events:
             if isinstance(event, Data):
                 if not await self._to_backend(event.data):
                     return False
@@ -314,9 +466,19 @@ class _Tunnel:
 
     async def backend_to_client(self) -> None:
         codec = self.codec
-        framer = None if codec.binary else TextFramer()
+        framer = self.framer
         receive = self.backend.receive
         send = self.sender.send
+        if self.pending_to_client:
+            pending, self.pending_to_client = self.pending_to_client, b""
+            if not await send(pending):
+                self.finish(None, "client gone", "client")
+                return
+        if self.backend_eof:
+            if framer is not None and (tail := framer.flush()):
+                await send(codec.data(tail))
+            self.finish(CloseReason.GOING_AWAY, "", "backend")
+            return
         while True:
             try:
                 data = await receive()
@@ -387,6 +549,7 @@ async def run_tunnel(
     codec: WebSocketCodec,
     settings: TunnelSettings,
     timers: TimerService | None = None,
+    hub: Hub | None = None,
 ) -> Outcome:
     """Relay between a WebSocket client and a backend until either side ends.
 
@@ -398,6 +561,9 @@ async def run_tunnel(
         settings: timers.
         timers: the server's :class:`TimerService`; without one, the tunnel
             runs its own watchdog task (exact to the deadline).
+        hub: the server's :class:`~wstrio._io.hub.Hub`; plain-socket tunnels
+            without pings start there and come back to their tasks at the
+            first event that is not plain data.
 
     Returns:
         how the tunnel ended.  Neither stream is closed: the caller owns them.
@@ -411,11 +577,13 @@ async def run_tunnel(
     try:
         async with trio.open_nursery() as nursery:
             tunnel.scope = nursery.cancel_scope
-            nursery.start_soon(tunnel.backend_to_client)
             if timers is None:
                 nursery.start_soon(tunnel.watchdog)
             else:
                 timers.add(tunnel)
+            if hub is not None and hub.running and tunnel.can_use_hub():
+                await tunnel.run_in_hub(hub)
+            nursery.start_soon(tunnel.backend_to_client)
             if settings.ping_interval > 0:
                 nursery.start_soon(tunnel.pinger)
             # The client -> backend pump runs in this task, the nursery's

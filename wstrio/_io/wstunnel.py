@@ -17,6 +17,7 @@ from .._sansio.handshake import accept_headers, check_websocket
 from .._sansio.websocket import WebSocketCodec
 from .backends import RouteBackends
 from .exchange import Exchange, send_simple
+from .hub import Hub
 from .tunnel import TimerService, TunnelSettings, run_tunnel
 
 __all__ = ["handle_wstunnel", "tunnel_settings"]
@@ -43,6 +44,7 @@ async def handle_wstunnel(
     backends: RouteBackends,
     config: ServerConfig,
     timers: TimerService | None = None,
+    hub: Hub | None = None,
 ) -> None:
     """Answer a WebSocket handshake on a wstunnel route and run its tunnel."""
     request = exchange.request
@@ -59,7 +61,7 @@ async def handle_wstunnel(
             codec = WebSocketCodec(binary=accept.binary, leftover=upgraded.leftover)
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
-            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, timers)
+            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, timers, hub)
             exchange.set_log_note(
                 f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
                 f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"
