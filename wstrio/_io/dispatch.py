@@ -52,7 +52,7 @@ class ServerContext:
             if route.handler == "wstunnel":
                 await handle_wstunnel(exchange, route, self.backends[index], self.config, self.timers, self.hub)
             elif route.handler == "proxy":
-                await handle_proxy(exchange, route, self.backends[index], self.config)
+                await handle_proxy(exchange, route, self.backends[index], self.config, self.hub)
             elif route.handler == "cgi":
                 await handle_cgi(exchange, route, self.config, self.real_root, self.dispatch)
             elif route.handler == "scgi":

@@ -64,6 +64,7 @@ from .._sansio.proxy import (
 )
 from .backends import BackendLease, RouteBackends
 from .exchange import ClientGone, Exchange, send_simple
+from .hub import Hub
 from .relay import relay
 
 __all__ = ["handle_proxy"]
@@ -169,9 +170,16 @@ class _ProxyCall:
     """One request forwarded over one backend connection."""
 
     def __init__(
-        self, exchange: Exchange, plan: ProxyPlan, route: Route, config: ServerConfig, lease: BackendLease
+        self,
+        exchange: Exchange,
+        plan: ProxyPlan,
+        route: Route,
+        config: ServerConfig,
+        lease: BackendLease,
+        hub: Hub | None = None,
     ) -> None:
         self.exchange = exchange
+        self.hub = hub
         self.plan = plan
         self.route = route
         self.config = config
@@ -309,13 +317,16 @@ class _ProxyCall:
             bytes(leftover),
             max_read_idle=self.config.max_read_idle,
             max_write_idle=self.config.max_write_idle,
+            hub=self.hub,
         )
         self.exchange.set_log_note(
             f"upgrade via {self.lease.address}: {outcome.describe()} after {trio.current_time() - started:.1f}s"
         )
 
 
-async def handle_proxy(exchange: Exchange, route: Route, backends: RouteBackends, config: ServerConfig) -> None:
+async def handle_proxy(
+    exchange: Exchange, route: Route, backends: RouteBackends, config: ServerConfig, hub: Hub | None = None
+) -> None:
     """Forward one request on a ``proxy`` route and pass its answer back.
 
     Args:
@@ -323,6 +334,7 @@ async def handle_proxy(exchange: Exchange, route: Route, backends: RouteBackends
         route: the proxy route that matched.
         backends: the route's backends (balancing, retries).
         config: server settings (client timeouts).
+        hub: the server's hub, for relaying an upgraded connection.
 
     Cancellation: the backend connection is closed at once and
     :class:`trio.Cancelled` propagates; a response in progress stays
@@ -354,7 +366,7 @@ async def handle_proxy(exchange: Exchange, route: Route, backends: RouteBackends
         plan = attrs.evolve(plan, body="chunked" if first_chunk else "none")
     try:
         async with backends.connect(request) as lease:
-            await _ProxyCall(exchange, plan, route, config, lease).run(first_chunk)
+            await _ProxyCall(exchange, plan, route, config, lease, hub).run(first_chunk)
     except BackendUnavailable as exc:
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))

@@ -36,13 +36,16 @@ the backend lease for the backend) close them.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from typing import Literal, final
 
 import attrs
 import trio
 
 from .exchange import Upgraded
-from .rawio import Pipe, pipe_for
+from .hub import Hub
+from .rawio import READ_SIZE, FdPipe, Pipe, pipe_for
 
 __all__ = ["RelayOutcome", "relay"]
 
@@ -87,6 +90,10 @@ class _Relay:
         self.scope = trio.CancelScope()
         self.watchdog_scope = trio.CancelScope()
         self.pumps = 2
+        # What the hub leaves when it hands the relay back to the pumps.
+        self.handed_back = trio.Event()
+        self.hub_pending: dict[Side, bytes] = {"client": b"", "backend": b""}
+        self.hub_eof: set[Side] = set()
 
     def fail(self, reason: str) -> None:
         if self.error is None:
@@ -115,15 +122,70 @@ class _Relay:
                 deadline = min(deadline, started + self.write_idle)
             await trio.sleep_until(min(deadline, now + poll))
 
-    async def pump(self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray) -> None:
+    # -- the hub's fast path (see wstrio._io.hub) ------------------------------
+
+    async def run_in_hub(self, hub: Hub, client: FdPipe, backend: FdPipe) -> None:
+        """Let the hub copy bytes until something unusual happens, then return."""
+        hub.register(client.fd, self._copier("client", client.fd, "backend", backend.fd), self._hub_failed)
+        hub.register(backend.fd, self._copier("backend", backend.fd, "client", client.fd), self._hub_failed)
         try:
-            await self._pump(source, src, target, dst, pending)
+            await self.handed_back.wait()
+        finally:
+            hub.unregister(client.fd)
+            hub.unregister(backend.fd)
+
+    def _hub_failed(self) -> None:
+        self.fail("internal error in the relay's fast path")
+        self.handed_back.set()
+
+    def _copier(self, source: Side, src: int, target: Side, dst: int) -> Callable[[], None]:
+        def copy() -> None:
+            if self.handed_back.is_set():
+                return
+            try:
+                data = os.read(src, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.fail(f"{source} -> {target}: {exc!r}")
+                self.handed_back.set()
+                return
+            if not data:
+                self.hub_eof.add(source)
+                self.handed_back.set()
+                return
+            self.last_activity = trio.current_time()
+            try:
+                written = os.write(dst, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self.fail(f"{source} -> {target}: {exc!r}")
+                self.handed_back.set()
+                return
+            self.written[target] += written
+            if written < len(data):
+                # The target is full: backpressure is the pumps' job.
+                self.hub_pending[target] = data[written:]
+                self.handed_back.set()
+
+        return copy
+
+    # -- the pumps ------------------------------------------------------------
+
+    async def pump(
+        self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray, eof: bool = False
+    ) -> None:
+        try:
+            await self._pump(source, src, target, dst, pending, eof)
         finally:
             self.pumps -= 1
             if not self.pumps:
                 self.watchdog_scope.cancel()  # both directions are done
 
-    async def _pump(self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray) -> None:
+    async def _pump(
+        self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray, eof: bool
+    ) -> None:
         written = 0
         try:
             while True:
@@ -132,6 +194,8 @@ class _Relay:
                     await dst.send_all(pending)
                     self.writing[target] = None
                     written += len(pending)
+                if eof:  # the source's EOF was already read (by the hub)
+                    break
                 pending = await src.receive()
                 if not pending:
                     break
@@ -161,6 +225,7 @@ async def relay(
     *,
     max_read_idle: float,
     max_write_idle: float,
+    hub: Hub | None = None,
 ) -> RelayOutcome:
     """Copy bytes both ways between an upgraded client and a backend until both end.
 
@@ -175,6 +240,9 @@ async def relay(
             relay gives up (0 = no limit).
         max_write_idle: seconds a write to either side may stall (0 = no
             limit).
+        hub: the server's :class:`~wstrio._io.hub.Hub`: between two plain
+            sockets the bytes are copied there until the first EOF, error or
+            full socket, and then by the two pump tasks.
 
     Returns:
         how it ended.  Neither stream is closed: the caller owns them.
@@ -190,10 +258,22 @@ async def relay(
     client_pipe, backend_pipe = pipe_for(client.stream), pipe_for(backend)
     with state.scope:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(state.pump, "client", client_pipe, "backend", backend_pipe, client.leftover)
-            nursery.start_soon(state.pump, "backend", backend_pipe, "client", client_pipe, backend_leftover)
             if state.idle < math.inf or state.write_idle < math.inf:
                 nursery.start_soon(state.watchdog)
+            to_backend, to_client = client.leftover, backend_leftover
+            if (
+                hub is not None
+                and hub.running
+                and isinstance(client_pipe, FdPipe)
+                and isinstance(backend_pipe, FdPipe)
+                and not to_backend
+                and not to_client
+            ):
+                await state.run_in_hub(hub, client_pipe, backend_pipe)
+                to_backend, to_client = state.hub_pending["backend"], state.hub_pending["client"]
+            client_eof, backend_eof = "client" in state.hub_eof, "backend" in state.hub_eof
+            nursery.start_soon(state.pump, "client", client_pipe, "backend", backend_pipe, to_backend, client_eof)
+            nursery.start_soon(state.pump, "backend", backend_pipe, "client", client_pipe, to_client, backend_eof)
     return RelayOutcome(
         bytes_to_backend=state.written["backend"],
         bytes_to_client=state.written["client"],
