@@ -336,7 +336,33 @@ class _Tunnel:
                 self._hand_back()
                 return
         if self.pending_events:
+            if len(self.pending_events) == 1 and self._close_in_hub(self.pending_events[0]):
+                self.pending_events = []
             self._hand_back()
+
+    def _close_in_hub(self, event: Data | Ping | Pong | Close) -> bool:
+        """A client's CLOSE with everything written: finish here, without the tasks.
+
+        The common end of a tunnel (the client leaves) would otherwise start
+        the backend -> client task only to cancel it.  Returns False to let
+        the tasks handle it.
+        """
+        if not isinstance(event, Close) or event.error:
+            return False
+        assert isinstance(self.backend, FdPipe)
+        assert isinstance(self.client, FdPipe)
+        self.backend.shutdown_write_nowait()
+        frame = self.codec.close(CloseReason.NORMAL_CLOSURE)
+        try:
+            written = os.write(self.client.fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self.sender.broken = True
+            written = len(frame)
+        self.pending_to_client = frame[written:]
+        self.outcome = Outcome(CloseReason.NORMAL_CLOSURE, "", "client")
+        return True
 
     def _backend_readable(self) -> None:
         if self._handed_back.is_set():
@@ -583,12 +609,19 @@ async def run_tunnel(
                 timers.add(tunnel)
             if hub is not None and hub.running and tunnel.can_use_hub():
                 await tunnel.run_in_hub(hub)
-            nursery.start_soon(tunnel.backend_to_client)
-            if settings.ping_interval > 0:
-                nursery.start_soon(tunnel.pinger)
-            # The client -> backend pump runs in this task, the nursery's
-            # body: one task fewer per tunnel (memory per idle tunnel).
-            await tunnel.client_to_backend()
+            if tunnel.outcome is None:
+                nursery.start_soon(tunnel.backend_to_client)
+                if settings.ping_interval > 0:
+                    nursery.start_soon(tunnel.pinger)
+                # The client -> backend pump runs in this task, the nursery's
+                # body: one task fewer per tunnel (memory per idle tunnel).
+                await tunnel.client_to_backend()
+            else:
+                # It ended in the hub (the client closed): what may be left is
+                # the rest of our CLOSE frame, when the client's socket was full.
+                if tunnel.pending_to_client:
+                    await tunnel.sender.send(tunnel.pending_to_client)
+                nursery.cancel_scope.cancel()  # the watchdog, if any
         shutdown = False
     finally:
         if timers is not None:
