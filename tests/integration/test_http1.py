@@ -197,3 +197,12 @@ async def test_access_log_has_a_line_per_request(
     lines = [r.getMessage() for r in caplog.records if r.name == "wstrio.access"]
     assert any('"GET /a.txt HTTP/1.1" 200 7' in line for line in lines), lines
     assert any('"GET /missing.txt HTTP/1.1" 404' in line for line in lines), lines
+
+
+async def test_max_write_idle_zero_means_no_limit(nursery: trio.Nursery, raw: RawClients, www: Path) -> None:
+    # 0 disables the write timeout (as for every timeout); it once made every
+    # response time out at once.
+    server = await http_server(nursery, www, **{"max-write-idle": 0})
+    client = await raw.tcp(server.port)
+    response = await client.request(request("/a.txt"))
+    assert (response.status, response.body) == (200, b"file a\n")

@@ -338,8 +338,12 @@ class RouteBackends:
                 return BackendLease(ours, backend, slot.address, self, index, slot, app_stream=theirs)
             timed_out = False
             try:
-                with trio.fail_after(backend.connect_timeout or math.inf):
-                    stream = await self.connector.connect(slot.address)
+                connected: trio.abc.Stream | None = None
+                with trio.move_on_after(backend.connect_timeout or math.inf):
+                    connected = await self.connector.connect(slot.address)
+                if connected is None:
+                    raise trio.TooSlowError
+                stream = connected
             except (OSError, trio.TooSlowError) as exc:
                 self.balancer.release(index)
                 slot.load -= 1

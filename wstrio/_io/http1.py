@@ -175,20 +175,21 @@ class _H1Connection:
             self.h11.receive_data(bytes(data))
 
     async def send_bytes(self, data: bytes) -> None:
-        try:
-            with trio.fail_after(self.config.max_write_idle or math.inf):
+        # move_on_after, not fail_after: the latter is a generator context
+        # manager, and this runs for every response.  0 means no limit.
+        with trio.move_on_after(self.config.max_write_idle or math.inf) as scope:
+            try:
                 await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-            raise ClientGone from exc
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientGone from exc
+        if scope.cancelled_caught:
+            msg = f"the client read nothing for max-write-idle ({self.config.max_write_idle:g} s)"
+            raise ClientGone(msg)
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
         if data:
-            try:
-                with trio.fail_after(self.config.max_write_idle):
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-                raise ClientGone from exc
+            await self.send_bytes(data)
 
 
 async def _send_error(conn: _H1Connection, status: int, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
