@@ -206,3 +206,21 @@ async def test_max_write_idle_zero_means_no_limit(nursery: trio.Nursery, raw: Ra
     client = await raw.tcp(server.port)
     response = await client.request(request("/a.txt"))
     assert (response.status, response.body) == (200, b"file a\n")
+
+
+async def test_max_read_idle_zero_means_no_limit(nursery: trio.Nursery, www: Path) -> None:
+    server = await http_server(nursery, www, **{"max-read-idle": 0})
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        # In two parts, so the server has to wait for the rest of the head.
+        head = request("/a.txt")
+        await stream.send_all(head[:10])
+        await trio.sleep(0.2)
+        await stream.send_all(head[10:])
+        response = b""
+        with trio.fail_after(10):
+            while not response.endswith(b"file a\n"):
+                chunk = await stream.receive_some(65536)
+                assert chunk, f"closed early: {response!r}"
+                response += chunk
+    assert response.startswith(b"HTTP/1.1 200")

@@ -86,7 +86,7 @@ class H1Exchange:
         while True:
             if h.their_state is not h11.SEND_BODY:
                 return b""
-            event = await self._conn.next_event(self._conn.config.max_read_idle)
+            event = await self._conn.next_event(self._conn.config.max_read_idle or math.inf)
             if isinstance(event, h11.Data):
                 return bytes(event.data)
             if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)) or event is h11.PAUSED:
@@ -248,7 +248,9 @@ async def serve_h1(
     served = 0
     peer = f"{client[0]}:{client[1]}" if client else "unix"
     while True:
-        timeout = config.max_read_idle if served == 0 else config.max_keep_alive_idle
+        # 0 = no limit for max-read-idle (as everywhere); a max-keep-alive-idle
+        # of 0 closes an idle connection at once (no keep-alive).
+        timeout = (config.max_read_idle or math.inf) if served == 0 else config.max_keep_alive_idle
         try:
             event = await conn.next_event(timeout)
         except trio.TooSlowError:
