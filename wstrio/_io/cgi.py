@@ -52,8 +52,9 @@ import trio
 
 from .._config import Route, ServerConfig
 from .._errors import HandshakeRejected
-from .exchange import Exchange
-from .gateway import Dispatch, GatewayChannel, StderrLog, locate_script, refuse, serve_gateway
+from .exchange import Dispatch, Exchange
+from .gateway import GatewayChannel, StderrLog, locate_script, refuse, serve_gateway
+from .rawio import BROKEN, READ_SIZE
 from .static import serve_static
 
 __all__ = ["DEFAULT_PATH", "STOP_GRACE", "handle_cgi", "interpreter_for", "open_script"]
@@ -64,8 +65,6 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 """``PATH`` in a script's environment unless the route's ``environment`` sets one."""
 STOP_GRACE = 2.0
 """Seconds a finished script gets to exit on its own, and again after SIGTERM."""
-_READ_SIZE = 65536
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def interpreter_for(assign: Sequence[tuple[str, str]], filename: str) -> str | None:
@@ -137,9 +136,9 @@ class _Script:
         assert self.process.stderr is not None
         lines = StderrLog(self.name)
         try:
-            while data := await self.process.stderr.receive_some(_READ_SIZE):
+            while data := await self.process.stderr.receive_some(READ_SIZE):
                 lines.feed(bytes(data))
-        except _BROKEN:
+        except BROKEN:
             pass
         finally:
             lines.flush()

@@ -9,7 +9,7 @@ stream, so the same tunnel code runs over both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, final
 
 import attrs
@@ -17,7 +17,7 @@ import trio
 
 from .._sansio.request import Request
 
-__all__ = ["ClientGone", "Exchange", "Upgraded", "reason_phrase", "send_simple"]
+__all__ = ["ClientGone", "Dispatch", "Exchange", "Upgraded", "reason_phrase", "send_simple"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -123,3 +123,7 @@ async def send_simple(
     await exchange.start_response(status, all_headers)
     await exchange.send_data(body)
     await exchange.end_response()
+
+
+Dispatch = Callable[[Exchange], Awaitable[None]]
+"""Answers one request from scratch (the server's router, for local redirects)."""

@@ -36,8 +36,9 @@ import trio
 from .._config import Route, ServerConfig
 from .._sansio import fastcgi as fcgi
 from .backends import BackendLease, RouteBackends
-from .exchange import Exchange
-from .gateway import Dispatch, GatewayChannel, StderrLog, send_request_head, serve_backend_gateway
+from .exchange import Dispatch, Exchange
+from .gateway import GatewayChannel, StderrLog, send_request_head, serve_backend_gateway
+from .rawio import READ_SIZE
 
 __all__ = ["REQUEST_ID", "FastCgiStream", "handle_fastcgi"]
 
@@ -45,7 +46,6 @@ log = logging.getLogger("wstrio.backend")
 
 REQUEST_ID = 1
 """The one request id used on a connection (lighttpd's choice too)."""
-_READ_SIZE = 65536
 _PROTOCOL_STATUS = {
     fcgi.CANT_MPX_CONN: "FCGI_CANT_MPX_CONN",
     fcgi.OVERLOADED: "FCGI_OVERLOADED",
@@ -97,7 +97,7 @@ class FastCgiStream(trio.abc.HalfCloseableStream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._stdout and not self._ended:
-            data = await self.transport.receive_some(_READ_SIZE)
+            data = await self.transport.receive_some(READ_SIZE)
             if not data:
                 self._ended = True
                 self._stderr.flush()

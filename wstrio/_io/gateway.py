@@ -88,14 +88,14 @@ from .._sansio.proxy import Forward, ProxyPlan, Reject, Switch, judge_response, 
 from .._sansio.request import Request, normalize_target
 from .._version import __version__
 from .backends import BackendLease, RouteBackends
-from .exchange import ClientGone, Exchange, Upgraded, send_simple
+from .exchange import ClientGone, Dispatch, Exchange, Upgraded, send_simple
+from .rawio import BROKEN, READ_SIZE
 from .relay import relay
 
 __all__ = [
     "MAX_BUFFERED_BODY",
     "MAX_LOCAL_REDIRECTS",
     "SERVER_SOFTWARE",
-    "Dispatch",
     "GatewayChannel",
     "OpenChannel",
     "RedirectedExchange",
@@ -118,11 +118,7 @@ MAX_LOCAL_REDIRECTS = 5
 """Local redirects followed for one request before answering 500 (a loop)."""
 MAX_BUFFERED_BODY = 16 * 1024 * 1024
 """Largest request body of unknown length read into memory (413 above)."""
-READ_SIZE = 65536
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _STDERR_LINE_LIMIT = 4096
-
-Dispatch = Callable[[Exchange], Awaitable[None]]
 
 
 async def _nothing() -> None:
@@ -479,7 +475,7 @@ class _GatewayCall:
             self.fail(str(exc), exc.status)
         except _BackendFailed as exc:
             self.fail(str(exc), exc.status)
-        except _BROKEN as exc:
+        except BROKEN as exc:
             # The program stopped reading its input.  That is its right: its
             # answer (or lack of one) decides what the client gets.
             log.debug("%s stopped reading the request body: %r", channel.name, exc)
@@ -492,7 +488,7 @@ class _GatewayCall:
             try:
                 # bytes() of a bytes object is the object itself, no copy.
                 return bytes(await channel.stream.receive_some(READ_SIZE))
-            except _BROKEN as exc:
+            except BROKEN as exc:
                 msg = f"reading from {channel.name} failed: {exc}"
                 raise _BackendFailed(msg, 502) from exc
         assert scope.cancelled_caught
@@ -531,7 +527,7 @@ class _GatewayCall:
                     # (lighttpd sends the held-back empty FCGI_STDIN here too).
                     try:
                         await self._end_body(channel)
-                    except _BROKEN as exc:
+                    except BROKEN as exc:
                         log.debug("%s: ending its input failed: %r", channel.name, exc)
                 await self._forward(channel, verdict, head.rest)
             self.done = True
@@ -681,7 +677,7 @@ async def send_request_head(lease: BackendLease, data: bytes) -> None:
     except trio.TooSlowError as exc:
         msg = f"writing the request to {lease.address} stalled for {timeout:g} s (write-timeout)"
         raise _BackendFailed(msg, 504) from exc
-    except _BROKEN as exc:
+    except BROKEN as exc:
         msg = f"writing the request to {lease.address} failed: {exc!r}"
         raise _BackendFailed(msg, 502) from exc
 

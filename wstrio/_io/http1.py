@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import final
 
 import h11
@@ -29,7 +29,7 @@ from .._errors import HandshakeRejected
 from .._sansio.request import Request
 from .._sansio.static import http_date
 from .._version import __version__
-from .exchange import ClientGone, Exchange, Upgraded, reason_phrase
+from .exchange import ClientGone, Dispatch, Upgraded, reason_phrase
 
 __all__ = ["H1Exchange", "serve_h1"]
 
@@ -38,8 +38,6 @@ access_log = logging.getLogger("wstrio.access")
 
 SERVER_HEADER = (b"server", f"wstrio/{__version__}".encode())
 _DRAIN_LIMIT = 1 << 20
-
-Dispatch = Callable[[Exchange], Awaitable[None]]
 
 
 class _Date:

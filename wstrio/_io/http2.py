@@ -88,7 +88,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import final
 
 import h2.config
@@ -104,8 +104,9 @@ from .._config import ServerConfig
 from .._errors import HandshakeRejected
 from .._sansio.request import H2_CONNECTION_HEADERS, Request
 from .._sansio.static import http_date
-from .exchange import ClientGone, Exchange, Upgraded, reason_phrase
+from .exchange import ClientGone, Dispatch, Upgraded, reason_phrase
 from .http1 import SERVER_HEADER
+from .rawio import BROKEN, READ_SIZE
 
 __all__ = ["PREFACE", "H2Exchange", "H2Stream", "read_preface", "serve_h2"]
 
@@ -115,9 +116,7 @@ access_log = logging.getLogger("wstrio.access")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The client connection preface; a cleartext connection starting with it is h2c."""
 
-Dispatch = Callable[[Exchange], Awaitable[None]]
 
-READ_SIZE = 65536
 _HIGH_WATER = 256 << 10
 """Bytes waiting for the writer above which senders (and the reader) wait for it.
 
@@ -130,7 +129,6 @@ _FINAL_FLUSH_TIMEOUT = 2.0
 """Bound on writing the last GOAWAY when the connection ends."""
 _MAX_WINDOW = (1 << 31) - 1
 _DEFAULT_WINDOW = 65535
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 # Response headers HTTP/2 forbids, plus the ones that make no sense in the
 # 200 to an extended CONNECT (RFC 8441 section 5, RFC 9110 9.3.6).
 _UPGRADE_DROP = H2_CONNECTION_HEADERS | {b"sec-websocket-accept", b"content-length", b"te"}
@@ -159,7 +157,7 @@ async def read_preface(stream: trio.abc.Stream, patience: float) -> bytes | None
         while len(data) < len(PREFACE) and PREFACE.startswith(data):
             try:
                 chunk = await stream.receive_some(READ_SIZE)
-            except _BROKEN:
+            except BROKEN:
                 return None
             if not chunk:
                 return None
@@ -299,7 +297,7 @@ class _H2Connection:
             try:
                 with trio.fail_after(write_idle):
                     await self.transport.send_all(data)
-            except (*_BROKEN, trio.TooSlowError) as exc:
+            except (*BROKEN, trio.TooSlowError) as exc:
                 log.debug("%s: HTTP/2 write failed: %r", self.peer, exc)
                 self.lost()
                 return
@@ -355,7 +353,7 @@ class _H2Connection:
                     return
                 if len(self.out) > _HIGH_WATER:
                     await self.drain()
-        except _BROKEN as exc:
+        except BROKEN as exc:
             log.debug("%s: HTTP/2 read failed: %r", self.peer, exc)
             self.lost()
         finally:
@@ -619,7 +617,7 @@ class _H2Connection:
                 exchange = H2Exchange(self, st, request)
                 await self.dispatch(exchange)
             finished = True
-        except (ClientGone, *_BROKEN):
+        except (ClientGone, *BROKEN):
             finished = True
         except Exception:
             finished = True
@@ -665,7 +663,7 @@ class _H2Connection:
                 self.reset_stream(st.stream_id, ErrorCodes.NO_ERROR)
                 st.reset = True
             await self.wait_writer()
-        except _BROKEN:
+        except BROKEN:
             pass
 
     def _forget(self, st: _Stream) -> None:
@@ -729,7 +727,7 @@ class _H2Connection:
             with trio.move_on_after(_FINAL_FLUSH_TIMEOUT):
                 try:
                     await self.drain()
-                except _BROKEN:
+                except BROKEN:
                     pass
         self.broken = True
         self.io_scope.cancel()
@@ -933,14 +931,14 @@ class H2Exchange:
         try:
             with trio.fail_after(self._conn.config.max_read_idle or math.inf):
                 return await self._conn.receive(self._st, max_bytes)
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise ClientGone from exc
 
     async def _send(self, operation: Awaitable[None]) -> None:
         try:
             with trio.fail_after(self._conn.config.max_write_idle or math.inf):
                 await operation
-        except (*_BROKEN, trio.TooSlowError) as exc:
+        except (*BROKEN, trio.TooSlowError) as exc:
             raise ClientGone from exc
 
     async def start_response(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:

@@ -65,17 +65,16 @@ from .._sansio.proxy import (
 from .backends import BackendLease, RouteBackends
 from .exchange import ClientGone, Exchange, send_simple
 from .hub import Hub
+from .rawio import BROKEN, READ_SIZE
 from .relay import relay
 
 __all__ = ["handle_proxy"]
 
 log = logging.getLogger("wstrio.connection")
 
-READ_SIZE = 65536
 # Largest backend response head (status line plus headers); more is a 502,
 # as lighttpd answers headers over its limit.
 MAX_RESPONSE_HEAD = 64 * 1024
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class _BackendFailed(Exception):
@@ -116,7 +115,7 @@ class _BackendHttp:
         except trio.TooSlowError as exc:
             msg = f"writing to the backend stalled for {self.write_timeout:g} s (write-timeout)"
             raise _BackendFailed(msg, 504) from exc
-        except _BROKEN as exc:
+        except BROKEN as exc:
             msg = f"writing to the backend failed: {exc!r}"
             raise _BackendFailed(msg, 502) from exc
         self.progress = trio.current_time()
@@ -142,7 +141,7 @@ class _BackendHttp:
             with trio.move_on_at(self.progress + self.read_timeout) as scope:
                 try:
                     data = await self.stream.receive_some(READ_SIZE)
-                except _BROKEN as exc:
+                except BROKEN as exc:
                     msg = f"reading from the backend failed: {exc!r}"
                     raise _BackendFailed(msg, 502) from exc
             if not scope.cancelled_caught:

@@ -26,9 +26,12 @@ from typing import final
 
 import trio
 
-__all__ = ["CHECKPOINT_EVERY", "READ_SIZE", "FdPipe", "Pipe", "StreamPipe", "close_stream", "pipe_for"]
+__all__ = ["BROKEN", "CHECKPOINT_EVERY", "READ_SIZE", "FdPipe", "Pipe", "StreamPipe", "close_stream", "pipe_for"]
 
 READ_SIZE = 65536
+"""Bytes asked for per read, on every stream wstrio reads."""
+BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+"""What a stream raises when its peer is gone or it was closed under us."""
 CHECKPOINT_EVERY = 16
 
 

@@ -45,12 +45,10 @@ import trio
 
 from .exchange import Upgraded
 from .hub import Hub
-from .rawio import READ_SIZE, FdPipe, Pipe, pipe_for
+from .rawio import BROKEN, READ_SIZE, FdPipe, Pipe, pipe_for
 
 __all__ = ["RelayOutcome", "relay"]
 
-
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 Side = Literal["client", "backend"]
 
@@ -200,7 +198,7 @@ class _Relay:
                 if not pending:
                     break
                 self.last_activity = trio.current_time()
-        except _BROKEN as exc:
+        except BROKEN as exc:
             self.fail(f"{source} -> {target}: {exc!r}")
             return
         finally:
@@ -214,7 +212,7 @@ class _Relay:
             return
         try:
             await dst.send_eof()
-        except _BROKEN as exc:
+        except BROKEN as exc:
             self.fail(f"half-closing the {target}: {exc!r}")
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from .._config import Route, ServerConfig
 from .._sansio.scgi import encode_request_headers
 from .backends import BackendLease, RouteBackends
-from .exchange import Exchange
-from .gateway import Dispatch, GatewayChannel, send_request_head, serve_backend_gateway
+from .exchange import Dispatch, Exchange
+from .gateway import GatewayChannel, send_request_head, serve_backend_gateway
 
 __all__ = ["handle_scgi"]
 

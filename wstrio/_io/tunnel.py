@@ -75,13 +75,11 @@ from wsproto.frame_protocol import CloseReason
 
 from .._sansio.websocket import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
 from .hub import Hub
-from .rawio import READ_SIZE, FdPipe, Pipe, pipe_for
+from .rawio import BROKEN, READ_SIZE, FdPipe, Pipe, pipe_for
 
 __all__ = ["READ_SIZE", "ClientSender", "Outcome", "TimerService", "TunnelSettings", "run_tunnel"]
 
 log = logging.getLogger("wstrio.tunnel")
-
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 @final
@@ -143,7 +141,7 @@ class ClientSender:
             self.write_started = trio.current_time()
             await self.pipe.send_all(data)
             ok = True
-        except _BROKEN:
+        except BROKEN:
             pass
         finally:
             self.write_started = None
@@ -406,7 +404,7 @@ class _Tunnel:
         self.backend_write_started = trio.current_time()
         try:
             await self.backend.send_all(data)
-        except _BROKEN as exc:
+        except BROKEN as exc:
             self.finish(CloseReason.INTERNAL_ERROR, "backend write failed", "backend")
             log.info("backend write failed: %r", exc)
             return False
@@ -418,7 +416,7 @@ class _Tunnel:
     async def _backend_eof(self) -> None:
         try:
             await self.backend.send_eof()
-        except _BROKEN:
+        except BROKEN:
             pass
 
     async def client_to_backend(self) -> None:
@@ -449,7 +447,7 @@ class _Tunnel:
         while True:
             try:
                 data = await receive()
-            except _BROKEN:
+            except BROKEN:
                 self.sender.broken = True
                 self.finish(None, "client connection lost", "client")
                 return
@@ -508,7 +506,7 @@ class _Tunnel:
         while True:
             try:
                 data = await receive()
-            except _BROKEN as exc:
+            except BROKEN as exc:
                 log.info("backend read failed: %r", exc)
                 self.finish(CloseReason.INTERNAL_ERROR, "backend read failed", "backend")
                 return
@@ -560,7 +558,7 @@ class _Tunnel:
             while True:
                 try:
                     data = await self.client.receive()
-                except _BROKEN:
+                except BROKEN:
                     return
                 if not data:
                     return
