@@ -1,5 +1,5 @@
 """``python -m wstrio``: the same as the ``wstrio`` command."""
 
-from ._cli import main
+from wstrio._cli import main
 
 raise SystemExit(main())

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import trio
 
-from ._errors import ConfigError, WstrioError
-from ._io.server import Server, serve, serve_worker
-from ._io.tls import ReloadableContext, listener_wants_tls
-from ._io.workers import Supervisor
-from ._sansio.config_loader import load_config
-from ._version import __version__
+from wstrio._errors import ConfigError, WstrioError
+from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
+from wstrio._io.server import Server, serve, serve_worker
+from wstrio._io.workers import Supervisor
+from wstrio._sansio.config.loader import load_config
+from wstrio._version import __version__
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """Frozen configuration value objects.
 
 These classes hold data only: no sockets, no services.  The TOML loader
-(:mod:`wstrio._sansio.config_loader`) builds them and validates every key; the
+(:mod:`wstrio._sansio.config.loader`) builds them and validates every key; the
 same validation runs when they are built in Python through
 :func:`wstrio.config_from_mapping`.  Every field documents its TOML key.
 """
@@ -19,7 +19,7 @@ import attrs
 if TYPE_CHECKING:
     import trio
 
-    from ._sansio.request import Request
+    from wstrio._sansio.http.request import Request
 
     App = Callable[[trio.abc.Stream, Request], Awaitable[None]]
 else:
@@ -253,8 +253,8 @@ class ServerConfig:
 
     def __attrs_post_init__(self) -> None:
         # The same value rules as the TOML loader, for configs built in Python.
-        from ._errors import ConfigError
-        from ._sansio.config_check import check_config
+        from wstrio._errors import ConfigError
+        from wstrio._sansio.config.check import check_config
 
         problems = check_config(self)
         if problems:

@@ -2,7 +2,7 @@
  * Optional accelerator for wstrio: WebSocket unmasking.
  *
  * Pure Python unmasks 64 KiB in about 160 us (int.from_bytes/to_bytes
- * dominate); this does it 8 bytes at a time.  wstrio/_sansio/websocket.py
+ * dominate); this does it 8 bytes at a time.  wstrio/_sansio/websocket/codec.py
  * falls back to the pure-Python version when this module is missing or
  * WSTRIO_NO_SPEEDUPS is set, and the tests run both.
  */

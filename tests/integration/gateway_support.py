@@ -39,10 +39,10 @@ from tests.helpers import (
 )
 from wstrio import load_config
 from wstrio._config import ListenAddress, ServerConfig
-from wstrio._io.backends import SocketConnector
-from wstrio._io.dispatch import ServerContext
-from wstrio._io.exchange import Upgraded
-from wstrio._sansio.request import Request
+from wstrio._io.backends.pool import SocketConnector
+from wstrio._io.handlers.dispatch import ServerContext
+from wstrio._io.http.exchange import Upgraded
+from wstrio._sansio.http.request import Request
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "cgi"

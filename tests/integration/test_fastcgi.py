@@ -37,7 +37,7 @@ from tests.integration.gateway_support import (
     websockets_echo,
 )
 from wstrio import config_from_mapping
-from wstrio._sansio import fastcgi as fcgi
+from wstrio._sansio.cgi import fastcgi as fcgi
 
 FCGIWRAP = shutil.which("fcgiwrap") or "/usr/sbin/fcgiwrap"
 

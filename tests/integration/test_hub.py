@@ -135,7 +135,7 @@ async def test_cancelling_the_server_closes_hub_tunnels_with_1001(nursery: trio.
 
 
 async def test_a_failing_handler_fails_its_tunnel_not_the_server(nursery: trio.Nursery) -> None:
-    from wstrio._io import tunnel as tunnel_module
+    from wstrio._io.streams import tunnel as tunnel_module
 
     port = await echo_port(nursery)
     server = await start_server(nursery, route(port))

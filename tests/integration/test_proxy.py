@@ -48,10 +48,10 @@ from tests.helpers import (
     ws_connect,
     ws_receive_bytes,
 )
-from wstrio._io.backends import RouteBackends, SocketConnector
-from wstrio._io.exchange import Upgraded
-from wstrio._io.proxy import handle_proxy
-from wstrio._sansio.request import Request
+from wstrio._io.backends.pool import RouteBackends, SocketConnector
+from wstrio._io.handlers.proxy import handle_proxy
+from wstrio._io.http.exchange import Upgraded
+from wstrio._sansio.http.request import Request
 
 MiB = 1 << 20
 BLOCK = bytes(range(256)) * 256  # 64 KiB
@@ -899,7 +899,7 @@ async def test_malformed_client_body_is_400(nursery: trio.Nursery) -> None:
 
 
 class StandInH2Exchange:
-    """An :class:`~wstrio._io.exchange.Exchange` for a request on an HTTP/2 stream.
+    """An :class:`~wstrio._io.http.exchange.Exchange` for a request on an HTTP/2 stream.
 
     It records the response and, on upgrade, hands the proxy one end of an
     in-memory stream (``client_end`` is the other): what an h2 stream adapter

@@ -36,7 +36,7 @@ from tests.helpers import (
 )
 from tests.integration.gateway_support import make_docroot
 from wstrio._cli import main
-from wstrio._io.tls import TlsListener
+from wstrio._io.http.tls import TlsListener
 
 
 def write_cert(ca: trustme.CA, directory: Path) -> dict[str, str]:

@@ -48,8 +48,8 @@ from tests.helpers import (
     ws_connect,
     ws_receive_bytes,
 )
-from wstrio._io.backends import SocketConnector
-from wstrio._io.spawn import ProcessAddress
+from wstrio._io.backends.pool import SocketConnector
+from wstrio._io.backends.process import ProcessAddress
 
 MiB = 1 << 20
 

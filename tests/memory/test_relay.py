@@ -1,4 +1,4 @@
-"""Memory-tier tests for the raw byte relay (wstrio._io.relay.relay).
+"""Memory-tier tests for the raw byte relay (wstrio._io.streams.relay.relay).
 
 Both ends are in-memory Trio streams.  Timers run on the ``autojump_clock``:
 ``await trio.sleep(n)`` in a test only lets everything else settle.  (Tests take
@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 import trio
 import trio.testing
 
-from wstrio._io.exchange import Upgraded
-from wstrio._io.rawio import READ_SIZE
-from wstrio._io.relay import RelayOutcome, relay
+from wstrio._io.http.exchange import Upgraded
+from wstrio._io.streams.pipes import READ_SIZE
+from wstrio._io.streams.relay import RelayOutcome, relay
 
 RelayFn = Callable[[], Awaitable[RelayOutcome]]
 

@@ -1,4 +1,4 @@
-"""Memory-tier tests for the wstunnel tunnel (wstrio._io.tunnel.run_tunnel).
+"""Memory-tier tests for the wstunnel tunnel (wstrio._io.streams.tunnel.run_tunnel).
 
 Both ends are in-memory Trio streams: the client end is driven by a real
 wsproto client ``Connection`` (it masks, parses and validates independently of
@@ -19,8 +19,8 @@ import trio.testing
 from wsproto import events as ws
 from wsproto.connection import Connection, ConnectionType
 
-from wstrio._io.tunnel import READ_SIZE, Outcome, TunnelSettings, run_tunnel
-from wstrio._sansio.websocket import WebSocketCodec, encode_frame
+from wstrio._io.streams.tunnel import READ_SIZE, Outcome, TunnelSettings, run_tunnel
+from wstrio._sansio.websocket.codec import WebSocketCodec, encode_frame
 
 Message = bytes | str
 DEADLINE = 24 * 3600  # virtual seconds

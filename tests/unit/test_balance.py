@@ -1,4 +1,4 @@
-"""Unit tests for wstrio._sansio.balance: lighttpd's balance rules, sans-I/O."""
+"""Unit tests for wstrio._sansio.backends.balance: lighttpd's balance rules, sans-I/O."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from wstrio._config import Backend, Route
 from wstrio._errors import ConfigError
-from wstrio._sansio.balance import (
+from wstrio._sansio.backends.balance import (
     ALGORITHMS,
     MAX_CONNECT_ATTEMPTS,
     MAX_RECONNECTS,
@@ -531,7 +531,7 @@ def test_backoff_without_started_assumes_restart_after_delay() -> None:
 
 
 def test_backoff_as_a_supervisor_loop_uses_it() -> None:
-    # Only next_delay() per exit, as wstrio/_io/backends.py calls it: a program
+    # Only next_delay() per exit, as wstrio/_io/backends/pool.py calls it: a program
     # that dies 0.1 s after every restart backs off, then a long run resets it.
     b = RestartBackoff()
     now = 0.1

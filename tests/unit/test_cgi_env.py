@@ -1,4 +1,4 @@
-"""Unit tests for the CGI environment and script-path helpers (wstrio._sansio.cgi)."""
+"""Unit tests for the CGI environment and script-path helpers (wstrio._sansio.cgi.environ)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wstrio._sansio.cgi import (
+from wstrio._sansio.cgi.environ import (
     build_cgi_environ,
     encode_environ,
     environ_decode,
     find_script,
     split_script_path,
 )
-from wstrio._sansio.request import Request
+from wstrio._sansio.http.request import Request
 
 WS_HEADERS = [
     (b"Host", b"example.com:8080"),

@@ -1,4 +1,4 @@
-"""Unit tests for the CGI response-head parser (wstrio._sansio.cgi)."""
+"""Unit tests for the CGI response-head parser (wstrio._sansio.cgi.environ)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wstrio._errors import HandshakeRejected
-from wstrio._sansio.cgi import CgiResponseHead, CgiResponseParser
+from wstrio._sansio.cgi.environ import CgiResponseHead, CgiResponseParser
 
 WS_ECHO_HEAD = (
     b"Status: 101\n"

@@ -1,4 +1,4 @@
-"""Unit tests for the strict configuration loader (wstrio._sansio.config_loader)."""
+"""Unit tests for the strict configuration loader (wstrio._sansio.config.loader)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from wstrio._config import Backend, ListenAddress, Route, ServerConfig
 from wstrio._errors import ConfigError
-from wstrio._sansio.config_loader import config_from_mapping, load_config, parse_listen
+from wstrio._sansio.config.loader import config_from_mapping, load_config, parse_listen
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

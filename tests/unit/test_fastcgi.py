@@ -1,4 +1,4 @@
-"""Unit tests for FastCGI records (wstrio._sansio.fastcgi)."""
+"""Unit tests for FastCGI records (wstrio._sansio.cgi.fastcgi)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wstrio._sansio import fastcgi
-from wstrio._sansio.fastcgi import (
+from wstrio._sansio.cgi import fastcgi
+from wstrio._sansio.cgi.fastcgi import (
     BEGIN_REQUEST,
     END_REQUEST,
     FCGI_MAX_CONTENT,

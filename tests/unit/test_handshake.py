@@ -1,4 +1,4 @@
-"""Unit tests for the wstunnel handshake policy (wstrio._sansio.handshake)."""
+"""Unit tests for the wstunnel handshake policy (wstrio._sansio.websocket.handshake)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from wstrio._config import Backend, FrameType, Route
 from wstrio._errors import HandshakeRejected
-from wstrio._sansio.handshake import WebSocketAccept, accept_headers, check_websocket, origin_allowed
-from wstrio._sansio.request import Request
+from wstrio._sansio.http.request import Request
+from wstrio._sansio.websocket.handshake import WebSocketAccept, accept_headers, check_websocket, origin_allowed
 
 RFC_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

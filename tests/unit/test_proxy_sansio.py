@@ -1,4 +1,4 @@
-"""Reverse-proxy header policy (wstrio._sansio.proxy): no sockets, no event loop."""
+"""Reverse-proxy header policy (wstrio._sansio.http.proxy): no sockets, no event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from wsproto.utilities import generate_accept_token
 
 from wstrio import Backend, ConfigError, HandshakeRejected, Route, config_from_mapping
-from wstrio._sansio.proxy import (
+from wstrio._sansio.http.proxy import (
     Forward,
     ProxyPlan,
     Reject,
@@ -25,7 +25,7 @@ from wstrio._sansio.proxy import (
     plan_request,
     remove_hop_by_hop,
 )
-from wstrio._sansio.request import Request
+from wstrio._sansio.http.request import Request
 
 BACKEND = Backend(host="127.0.0.1", port=8081)
 

@@ -1,11 +1,11 @@
-"""Unit tests for the version-independent request value (wstrio._sansio.request)."""
+"""Unit tests for the version-independent request value (wstrio._sansio.http.request)."""
 
 from __future__ import annotations
 
 import pytest
 
 from wstrio._errors import HandshakeRejected
-from wstrio._sansio.request import Request, has_token, normalize_target
+from wstrio._sansio.http.request import Request, has_token, normalize_target
 
 WS_HEADERS = [
     (b"Host", b"example.com"),
@@ -240,7 +240,7 @@ def test_connection_details_are_kept() -> None:
 def test_informational_heads_are_formatted_like_h11_and_refuse_injection() -> None:
     import h11
 
-    from wstrio._io.http1 import format_informational
+    from wstrio._io.http.h1 import format_informational
 
     head = format_informational(101, [(b"upgrade", b"websocket"), (b"sec-websocket-accept", b" abc= ")])
     assert head == b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nsec-websocket-accept: abc=\r\n\r\n"

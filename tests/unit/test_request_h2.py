@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wstrio._errors import HandshakeRejected
-from wstrio._sansio.request import Request, header_list_size
+from wstrio._sansio.http.request import Request, header_list_size
 
 WS = [
     (b":method", b"CONNECT"),

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from wstrio._config import Backend, HandlerName, Route
-from wstrio._sansio.request import Request
+from wstrio._sansio.http.request import Request
 from wstrio._sansio.routing import Router, route_matches_path
 
 BACKEND = (Backend(host="127.0.0.1", port=1),)

@@ -1,4 +1,4 @@
-"""Unit tests for SCGI request headers (wstrio._sansio.scgi)."""
+"""Unit tests for SCGI request headers (wstrio._sansio.cgi.scgi)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wstrio._sansio.cgi import build_cgi_environ
-from wstrio._sansio.request import Request
-from wstrio._sansio.scgi import decode_request_headers, encode_request_headers
+from wstrio._sansio.cgi.environ import build_cgi_environ
+from wstrio._sansio.cgi.scgi import decode_request_headers, encode_request_headers
+from wstrio._sansio.http.request import Request
 
 
 def test_encoding_matches_the_spec_example() -> None:

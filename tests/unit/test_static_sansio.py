@@ -1,4 +1,4 @@
-"""Unit tests for static-file decisions (wstrio._sansio.static)."""
+"""Unit tests for static-file decisions (wstrio._sansio.http.static)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from wstrio._sansio.static import content_type, etag_for, http_date, is_not_modified
+from wstrio._sansio.http.static import content_type, etag_for, http_date, is_not_modified
 
 MTIME = 1_700_000_000.75  # Tue, 14 Nov 2023 22:13:20 GMT (plus a fraction)
 MTIME_DATE = b"Tue, 14 Nov 2023 22:13:20 GMT"

@@ -17,7 +17,7 @@ import trustme
 import wstrio
 from wstrio._cli import main
 from wstrio._config import TlsConfig
-from wstrio._io.tls import ReloadableContext, listener_wants_tls, load_server_context
+from wstrio._io.http.tls import ReloadableContext, listener_wants_tls, load_server_context
 
 
 def _write(cert: trustme.LeafCert, directory: Path, stem: str = "") -> TlsConfig:

@@ -1,4 +1,4 @@
-"""Unit tests for the server-side WebSocket codec (wstrio._sansio.websocket).
+"""Unit tests for the server-side WebSocket codec (wstrio._sansio.websocket.codec).
 
 The client side is a real wsproto client ``Connection``, so frames are
 encoded (and masked) by an implementation independent of the codec.
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from wsproto import events as ws
 from wsproto.connection import Connection, ConnectionType
 
-from wstrio._sansio.websocket import (
+from wstrio._sansio.websocket.codec import (
     Close,
     Data,
     Event,

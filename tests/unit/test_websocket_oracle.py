@@ -1,6 +1,6 @@
 """wstrio's frame decoder checked against wsproto, and fuzzed.
 
-The decoder replaced wsproto's parser for speed (see wstrio._sansio.websocket);
+The decoder replaced wsproto's parser for speed (see wstrio._sansio.websocket.codec);
 these properties keep the two in agreement.
 """
 
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from wstrio._sansio import websocket
-from wstrio._sansio.websocket import Close, Data, WebSocketCodec, unmask_python
+from wstrio._sansio.websocket.codec import Close, Data, WebSocketCodec, unmask_python
+from wstrio._sansio.websocket import codec as websocket
 
 message = st.one_of(
     st.tuples(st.just("text"), st.text(max_size=300), st.integers(1, 4)),

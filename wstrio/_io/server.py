@@ -3,7 +3,7 @@
 Shape: :func:`serve_listeners` opens one nursery for the backend supervisors
 (spawned ``bin-path`` processes) and, inside it, one for the connections.
 Each accepted connection runs in its own task with its own nursery (see
-:mod:`wstrio._io.tunnel`).  Cancelling :func:`serve` stops the accept loops,
+:mod:`wstrio._io.streams.tunnel`).  Cancelling :func:`serve` stops the accept loops,
 every tunnel sends CLOSE 1001 and waits (bounded by ``shutdown-timeout``)
 for the client's CLOSE, and then the spawned backends are stopped.
 """
@@ -24,13 +24,13 @@ from typing import NoReturn, final
 import attrs
 import trio
 
-from .._config import ListenAddress, ServerConfig
-from .backends import BackendConnector, SocketConnector
-from .dispatch import ServerContext
-from .http1 import serve_h1
-from .http2 import PREFACE, read_preface, serve_h2
-from .rawio import close_stream
-from .tls import ReloadableContext, TlsListener, listener_wants_tls
+from wstrio._config import ListenAddress, ServerConfig
+from wstrio._io.backends.pool import BackendConnector, SocketConnector
+from wstrio._io.handlers.dispatch import ServerContext
+from wstrio._io.http.h1 import serve_h1
+from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
+from wstrio._io.http.tls import ReloadableContext, TlsListener, listener_wants_tls
+from wstrio._io.streams.pipes import close_stream
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
 

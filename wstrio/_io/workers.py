@@ -35,12 +35,12 @@ from typing import final
 import attrs
 import trio
 
-from .._config import Backend, Route, ServerConfig
-from .._sansio import balance
-from .backends import SpawnedPool
-from .server import open_listeners
-from .spawn import make_preexec
-from .tls import listener_wants_tls
+from wstrio._config import Backend, Route, ServerConfig
+from wstrio._io.backends.pool import SpawnedPool
+from wstrio._io.backends.process import make_preexec
+from wstrio._io.http.tls import listener_wants_tls
+from wstrio._io.server import open_listeners
+from wstrio._sansio.backends import balance
 
 __all__ = ["Supervisor", "fixed_pools"]
 

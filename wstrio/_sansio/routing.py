@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import final
 
-from .._config import Route
-from .request import Request
+from wstrio._config import Route
+from wstrio._sansio.http.request import Request
 
 __all__ = ["Router", "route_matches_path"]
 

@@ -47,12 +47,12 @@ from typing import Any
 import pytest
 import trio
 
-from .._config import Backend, ListenAddress, Route, ServerConfig
-from .._io.server import Server, serve
-from .._sansio.config_loader import config_from_mapping
-from .._sansio.request import Request
-from ._client import ConnectionRejected, WebSocketClient, open_websocket, open_websocket_stream
-from ._memory import MemoryConnector, MemoryListener
+from wstrio._config import Backend, ListenAddress, Route, ServerConfig
+from wstrio._io.server import Server, serve
+from wstrio._sansio.config.loader import config_from_mapping
+from wstrio._sansio.http.request import Request
+from wstrio.testing._client import ConnectionRejected, WebSocketClient, open_websocket, open_websocket_stream
+from wstrio.testing._memory import MemoryConnector, MemoryListener
 
 __all__ = [
     "ConnectionRejected",

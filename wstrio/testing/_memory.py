@@ -8,7 +8,7 @@ from typing import final
 import trio
 import trio.testing
 
-from .._io.spawn import ProcessAddress
+from wstrio._io.backends.process import ProcessAddress
 
 __all__ = ["MemoryConnector", "MemoryListener"]
 

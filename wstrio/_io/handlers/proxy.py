@@ -1,0 +1,373 @@
+"""The ``proxy`` handler: a reverse proxy with protocol-upgrade pass-through.
+
+Theory of operation
+-------------------
+One request, one backend connection (``Connection: close``, as lighttpd):
+
+1. :func:`~wstrio._sansio.http.proxy.plan_request` decides how the request goes
+   on (plain HTTP, an HTTP/1.1 ``Upgrade`` passed through, or an HTTP/2
+   WebSocket turned into an HTTP/1.1 one); 405/400 end it here.
+2. :meth:`RouteBackends.connect` picks and connects a backend (balancing,
+   retries); none reachable is a 503, as for wstunnel and lighttpd.
+3. The request head goes out through an h11 *client* on the backend stream.
+   Then one nursery holds the request-body pump (client -> backend, a
+   sibling task) and the response reader (backend -> client, the nursery
+   body), so a backend may answer before it read the whole body, or stream
+   its answer while the body still arrives.  Each direction holds at most
+   one chunk: memory does not grow with body sizes.
+4. The backend's answer is judged by
+   :func:`~wstrio._sansio.http.proxy.judge_response`: an ordinary response is
+   streamed on; a 101 to an upgrade switches the client
+   (:meth:`Exchange.upgrade`) and :func:`~wstrio._io.streams.relay.relay` moves raw
+   bytes until both sides close.
+
+Failures and what the client sees:
+
+=====================================  ===================================
+no backend reachable                   503
+invalid or missing response head       502
+backend silent for ``read-timeout``    504 (before the response started)
+backend write stalls ``write-timeout`` 504 (before the response started)
+any backend failure after the start    the client connection is closed
+                                       (the response stays incomplete)
+client silent ``max-read-idle``        408 (before the response started)
+bad client body (chunk syntax, ...)    400 (before the response started)
+=====================================  ===================================
+
+Errors never escape the nursery (trio would wrap them in an
+:class:`ExceptionGroup`): each task records the first problem in
+:class:`_ProxyCall` and cancels the nursery, and the problem is acted on
+outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import final
+
+import attrs
+import h11
+import trio
+
+from wstrio._config import Backend, Route, ServerConfig
+from wstrio._errors import BackendUnavailable, HandshakeRejected
+from wstrio._io.backends.pool import BackendLease, RouteBackends
+from wstrio._io.http.exchange import ClientGone, Exchange, send_simple
+from wstrio._io.streams.fastpath.hub import Hub
+from wstrio._io.streams.pipes import BROKEN, READ_SIZE
+from wstrio._io.streams.relay import relay
+from wstrio._sansio.http.proxy import (
+    ProxyPlan,
+    Reject,
+    Switch,
+    backend_request,
+    host_header,
+    judge_response,
+    new_websocket_key,
+    plan_request,
+)
+
+__all__ = ["handle_proxy"]
+
+log = logging.getLogger("wstrio.connection")
+
+# Largest backend response head (status line plus headers); more is a 502,
+# as lighttpd answers headers over its limit.
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class _BackendFailed(Exception):
+    """The backend broke the exchange; ``status`` is the answer if the response has not started."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@final
+class _BackendHttp:
+    """An h11 client on the backend stream: its only reader and writer until a switch.
+
+    ``read-timeout`` counts from the last progress in either direction on
+    this connection, so a backend that is busy reading a long upload is not
+    taken for a silent one.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, backend: Backend) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+        self.read_timeout = backend.read_timeout or math.inf
+        self.write_timeout = backend.write_timeout or math.inf
+        self.progress = trio.current_time()
+
+    async def send(self, event: h11.Event) -> None:
+        try:
+            data = self.h11.send(event)
+        except h11.LocalProtocolError as exc:
+            msg = f"cannot send the request to the backend: {exc}"
+            raise _BackendFailed(msg, 502) from exc
+        if not data:
+            return
+        try:
+            with trio.fail_after(self.write_timeout):
+                await self.stream.send_all(data)
+        except trio.TooSlowError as exc:
+            msg = f"writing to the backend stalled for {self.write_timeout:g} s (write-timeout)"
+            raise _BackendFailed(msg, 504) from exc
+        except BROKEN as exc:
+            msg = f"writing to the backend failed: {exc!r}"
+            raise _BackendFailed(msg, 502) from exc
+        self.progress = trio.current_time()
+
+    async def next_event(self) -> h11.Event:
+        """The next event from the backend (never ``NEED_DATA``/``PAUSED``)."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                msg = f"invalid response from the backend: {exc}"
+                raise _BackendFailed(msg, 502) from exc
+            if event is h11.PAUSED:
+                msg = "the backend connection switched protocols unexpectedly"
+                raise _BackendFailed(msg, 502)
+            if event is not h11.NEED_DATA:
+                assert isinstance(event, h11.Event)
+                return event
+            self.h11.receive_data(await self._receive())
+
+    async def _receive(self) -> bytes:
+        while True:
+            with trio.move_on_at(self.progress + self.read_timeout) as scope:
+                try:
+                    data = await self.stream.receive_some(READ_SIZE)
+                except BROKEN as exc:
+                    msg = f"reading from the backend failed: {exc!r}"
+                    raise _BackendFailed(msg, 502) from exc
+            if not scope.cancelled_caught:
+                self.progress = trio.current_time()
+                return bytes(data)
+            # A body write may have made progress meanwhile: wait again.
+            if trio.current_time() >= self.progress + self.read_timeout:
+                msg = f"the backend sent nothing for {self.read_timeout:g} s (read-timeout)"
+                raise _BackendFailed(msg, 504)
+
+
+@final
+@attrs.define(eq=False)
+class _Problem:
+    """The first thing that went wrong in a proxied exchange."""
+
+    message: str
+    status: int | None
+    """The answer if the response has not started; ``None`` = none possible."""
+    client_gone: bool = False
+
+
+@final
+class _ProxyCall:
+    """One request forwarded over one backend connection."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        plan: ProxyPlan,
+        route: Route,
+        config: ServerConfig,
+        lease: BackendLease,
+        hub: Hub | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.hub = hub
+        self.plan = plan
+        self.route = route
+        self.config = config
+        self.lease = lease
+        self.conn = _BackendHttp(lease.stream, lease.backend)
+        self.key = new_websocket_key() if plan.mode == "websocket-h2" else None
+        self.problem: _Problem | None = None
+        self.switch: Switch | None = None
+        self.scope: trio.CancelScope | None = None
+
+    def fail(self, message: str, status: int | None, *, client_gone: bool = False) -> None:
+        if self.problem is None:
+            self.problem = _Problem(message, status, client_gone)
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def run(self, first_chunk: bytes) -> None:
+        request = self.exchange.request
+        head = backend_request(
+            request,
+            self.plan,
+            host=host_header(request, self.lease.backend, replace=self.route.replace_http_host),
+            forwarded=self.route.forwarded,
+            websocket_key=self.key,
+        )
+        try:
+            await self.conn.send(h11.Request(method=head.method, target=head.target, headers=head.headers))
+            if self.plan.body == "none":
+                await self.conn.send(h11.EndOfMessage())
+        except _BackendFailed as exc:
+            self.fail(str(exc), exc.status)
+        else:
+            async with trio.open_nursery() as nursery:
+                self.scope = nursery.cancel_scope
+                if self.plan.body != "none":
+                    nursery.start_soon(self._send_body, first_chunk)
+                await self._respond()
+                # The backend is done (or failed): a body it did not read is
+                # not sent on; the HTTP layer drains or closes the client.
+                nursery.cancel_scope.cancel()
+        if self.switch is not None and self.problem is None:
+            await self._relay(self.switch)
+            return
+        await self._settle()
+
+    async def _settle(self) -> None:
+        problem = self.problem
+        if problem is None:
+            return
+        request = self.exchange.request
+        where = f"{request.method} {request.path} via {self.lease.address}"
+        self.exchange.set_log_note(f"proxy to {self.lease.address}: {problem.message}")
+        # The client's own failures are routine; the backend's are the operator's business.
+        client_side = problem.client_gone or problem.status in (400, 408)
+        log.log(logging.INFO if client_side else logging.WARNING, "%s: %s", where, problem.message)
+        if problem.client_gone:
+            raise ClientGone(problem.message)
+        if not self.exchange.response_started and problem.status is not None:
+            await send_simple(self.exchange, problem.status)
+        # Otherwise the response is left unfinished, and the HTTP layer
+        # closes the client connection: the only honest signal left.
+
+    async def _send_body(self, first_chunk: bytes) -> None:
+        chunk = first_chunk
+        try:
+            while True:
+                if chunk:
+                    await self.conn.send(h11.Data(data=chunk))
+                chunk = await self.exchange.receive_body(READ_SIZE)
+                if not chunk:
+                    break
+            await self.conn.send(h11.EndOfMessage())
+        except ClientGone:
+            self.fail("the client went away while sending the request body", None, client_gone=True)
+        except trio.TooSlowError:
+            self.fail(f"the client sent no body data for {self.config.max_read_idle:g} s", 408)
+        except h11.RemoteProtocolError as exc:
+            self.fail(f"invalid request body: {exc}", 400)
+        except _BackendFailed as exc:
+            if exc.status == 504:
+                self.fail(str(exc), 504)
+            # Otherwise the backend stopped reading; it may still answer
+            # (a 413, say), so the response reader decides.
+            else:
+                log.debug("request body not fully sent: %s", exc)
+
+    async def _respond(self) -> None:
+        try:
+            event = await self.conn.next_event()
+            while isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+                # 100 Continue, 102, 103: wstrio sends no interim responses.
+                event = await self.conn.next_event()
+        except _BackendFailed as exc:
+            self.fail(str(exc), exc.status)
+            return
+        if not isinstance(event, (h11.Response, h11.InformationalResponse)):
+            self.fail("the backend closed the connection without a response", 502)
+            return
+        verdict = judge_response(self.plan, event.status_code, list(event.headers), websocket_key=self.key)
+        if isinstance(verdict, Reject):
+            self.fail(verdict.reason, verdict.status)
+            return
+        if isinstance(verdict, Switch):
+            self.switch = verdict
+            return
+        self.exchange.set_log_note(f"proxy to {self.lease.address}")
+        try:
+            await self.exchange.start_response(verdict.status, verdict.headers)
+            while True:
+                event = await self.conn.next_event()
+                if isinstance(event, h11.Data):
+                    await self.exchange.send_data(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    await self.exchange.end_response()
+                    return
+                else:
+                    self.fail(f"unexpected {type(event).__name__} from the backend mid-response", None)
+                    return
+        except ClientGone:
+            self.fail("the client went away during the response", None, client_gone=True)
+        except _BackendFailed as exc:
+            self.fail(f"{exc} (after the response started)", None)
+        except h11.LocalProtocolError as exc:
+            # The backend's response cannot be sent on as it is (a body on
+            # a 204, say).
+            self.fail(f"cannot pass the backend's response on: {exc}", 502)
+
+    async def _relay(self, switch: Switch) -> None:
+        leftover, _closed = self.conn.h11.trailing_data
+        upgraded = await self.exchange.upgrade(switch.headers, status=switch.status)
+        started = trio.current_time()
+        outcome = await relay(
+            upgraded,
+            self.lease.stream,
+            bytes(leftover),
+            max_read_idle=self.config.max_read_idle,
+            max_write_idle=self.config.max_write_idle,
+            hub=self.hub,
+        )
+        self.exchange.set_log_note(
+            f"upgrade via {self.lease.address}: {outcome.describe()} after {trio.current_time() - started:.1f}s"
+        )
+
+
+async def handle_proxy(
+    exchange: Exchange, route: Route, backends: RouteBackends, config: ServerConfig, hub: Hub | None = None
+) -> None:
+    """Forward one request on a ``proxy`` route and pass its answer back.
+
+    Args:
+        exchange: the client's request and response.
+        route: the proxy route that matched.
+        backends: the route's backends (balancing, retries).
+        config: server settings (client timeouts).
+        hub: the server's hub, for relaying an upgraded connection.
+
+    Cancellation: the backend connection is closed at once and
+    :class:`trio.Cancelled` propagates; a response in progress stays
+    incomplete, and the HTTP layer closes the client connection.
+
+    Error handling: the answers in the module docstring.  Failures are
+    logged to ``wstrio.connection`` and noted in the access log; only
+    :class:`ClientGone` (the client vanished) propagates.
+    """
+    request = exchange.request
+    try:
+        plan = plan_request(request, route)
+    except HandshakeRejected as exc:
+        log.info("%s %s: %s (%d)", request.method, request.path, exc, exc.status_code)
+        exchange.set_log_note(str(exc))
+        await send_simple(exchange, exc.status_code, headers=exc.headers)
+        return
+    if plan.note:
+        log.debug("%s %s: %s", request.method, request.path, plan.note)
+    first_chunk = b""
+    if plan.body == "unknown":
+        # HTTP/2 without content-length: one look at the body tells "none"
+        # (END_STREAM came with the headers) from a stream to send chunked.
+        try:
+            first_chunk = await exchange.receive_body(READ_SIZE)
+        except trio.TooSlowError:
+            await send_simple(exchange, 408)
+            return
+        plan = attrs.evolve(plan, body="chunked" if first_chunk else "none")
+    try:
+        async with backends.connect(request) as lease:
+            await _ProxyCall(exchange, plan, route, config, lease, hub).run(first_chunk)
+    except BackendUnavailable as exc:
+        log.warning("%s: %s", request.path, exc)
+        exchange.set_log_note(str(exc))
+        if not exchange.response_started:
+            await send_simple(exchange, 503)

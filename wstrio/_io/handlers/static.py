@@ -1,0 +1,116 @@
+"""Static files from ``document-root``.
+
+The request path is already decoded and normalised (no ``..`` can remain:
+see :func:`wstrio._sansio.http.request.normalize_target`).  What is left to
+guard against is symbolic links: the real path of the file must lie inside
+the real path of the document root, or the answer is 403.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import trio
+
+from wstrio._config import ServerConfig
+from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._sansio.http.static import content_type, etag_for, http_date, is_not_modified
+
+__all__ = ["serve_static"]
+
+_CHUNK = 65536
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _locate(root: str, url_path: str, index_files: tuple[str, ...]) -> tuple[int, str | None, os.stat_result | None]:
+    """(status, real file path, stat) for ``url_path``; status 0 means "serve it"."""
+    candidate = os.path.join(root, url_path.lstrip("/"))
+    try:
+        st = os.stat(candidate)
+    except (FileNotFoundError, NotADirectoryError):
+        return 404, None, None
+    except PermissionError:
+        return 403, None, None
+    except OSError:
+        return 404, None, None
+    if stat.S_ISDIR(st.st_mode):
+        if not url_path.endswith("/"):
+            return 301, None, None
+        for name in index_files:
+            index = os.path.join(candidate, name)
+            try:
+                st = os.stat(index)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                candidate = index
+                break
+        else:
+            return 404, None, None
+    if not stat.S_ISREG(st.st_mode):
+        return 403, None, None
+    real = os.path.realpath(candidate)
+    if not _inside(real, root):
+        return 403, None, None
+    return 0, real, st
+
+
+async def serve_static(exchange: Exchange, config: ServerConfig, real_root: str | None) -> None:
+    """Answer ``exchange`` from the document root (404 when there is none)."""
+    request = exchange.request
+    if real_root is None:
+        await send_simple(exchange, 404)
+        return
+    if request.method not in ("GET", "HEAD"):
+        await send_simple(exchange, 405, headers=[(b"allow", b"GET, HEAD")])
+        return
+    status, path, st = _locate(real_root, request.path, config.index_files)
+    if status == 301:
+        location = request.path + "/" + (f"?{request.query}" if request.query else "")
+        await send_simple(exchange, 301, headers=[(b"location", location.encode("utf-8"))])
+        return
+    if status:
+        await send_simple(exchange, status)
+        return
+    assert path is not None
+    assert st is not None
+    etag = etag_for(st.st_mtime_ns, st.st_size)
+    validators = [(b"last-modified", http_date(st.st_mtime).encode()), (b"etag", etag.encode())]
+    if is_not_modified(
+        etag=etag,
+        mtime=st.st_mtime,
+        if_none_match=request.header(b"if-none-match"),
+        if_modified_since=request.header(b"if-modified-since"),
+    ):
+        await exchange.start_response(304, validators)
+        await exchange.end_response()
+        return
+    headers = [
+        (b"content-type", content_type(Path(path).name, config.mimetype_assign).encode()),
+        (b"content-length", str(st.st_size).encode()),
+        *validators,
+    ]
+    if request.method == "HEAD":
+        await exchange.start_response(200, headers)
+        await exchange.end_response()
+        return
+    try:
+        file = await trio.open_file(path, "rb")
+    except OSError:
+        await send_simple(exchange, 403)
+        return
+    async with file:
+        await exchange.start_response(200, headers)
+        remaining = st.st_size
+        while remaining > 0:
+            chunk = await file.read(min(_CHUNK, remaining))
+            if not chunk:
+                break  # the file shrank; the connection will be closed by h11
+            remaining -= len(chunk)
+            await exchange.send_data(chunk)
+    await exchange.end_response()

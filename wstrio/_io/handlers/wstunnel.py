@@ -1,0 +1,74 @@
+"""The ``wstunnel`` handler: terminate the WebSocket, tunnel payloads to a backend.
+
+Order, as lighttpd (reference section 2.3): validate the handshake (400/403,
+:func:`wstrio._sansio.websocket.handshake.check_websocket`), connect to a backend
+(503 when none can be reached), and only then send the 101 (HTTP/2: 200).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from wstrio._config import Route, ServerConfig
+from wstrio._errors import BackendUnavailable, HandshakeRejected
+from wstrio._io.backends.pool import RouteBackends
+from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._io.streams.fastpath.hub import Hub
+from wstrio._io.streams.tunnel import TimerService, TunnelSettings, run_tunnel
+from wstrio._sansio.websocket.codec import WebSocketCodec
+from wstrio._sansio.websocket.handshake import accept_headers, check_websocket
+
+__all__ = ["handle_wstunnel", "tunnel_settings"]
+
+log = logging.getLogger("wstrio.connection")
+
+
+def tunnel_settings(config: ServerConfig, route: Route, backend_read: float, backend_write: float) -> TunnelSettings:
+    """The timers of a tunnel on ``route``."""
+    return TunnelSettings(
+        max_read_idle=config.max_read_idle,
+        max_write_idle=config.max_write_idle,
+        ping_interval=route.ping_interval,
+        pong_timeout=route.effective_pong_timeout,
+        backend_read_timeout=backend_read,
+        backend_write_timeout=backend_write,
+        shutdown_timeout=config.shutdown_timeout,
+    )
+
+
+async def handle_wstunnel(
+    exchange: Exchange,
+    route: Route,
+    backends: RouteBackends,
+    config: ServerConfig,
+    timers: TimerService | None = None,
+    hub: Hub | None = None,
+) -> None:
+    """Answer a WebSocket handshake on a wstunnel route and run its tunnel."""
+    request = exchange.request
+    try:
+        accept = check_websocket(request, route)
+    except HandshakeRejected as exc:
+        log.info("%s %s: handshake refused (%d): %s", request.method, request.path, exc.status_code, exc)
+        exchange.set_log_note(str(exc))
+        await send_simple(exchange, exc.status_code, headers=exc.headers)
+        return
+    try:
+        async with backends.connect(request) as lease:
+            upgraded = await exchange.upgrade(accept_headers(accept, h2=request.h2))
+            codec = WebSocketCodec(binary=accept.binary, leftover=upgraded.leftover)
+            settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
+            started = trio.current_time()
+            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, timers, hub)
+            exchange.set_log_note(
+                f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
+                f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"
+                f" after {trio.current_time() - started:.1f}s"
+            )
+    except BackendUnavailable as exc:
+        log.warning("%s: %s", request.path, exc)
+        exchange.set_log_note(str(exc))
+        if not exchange.response_started:
+            await send_simple(exchange, 503)

@@ -1,0 +1,129 @@
+"""One request/response exchange, whatever the HTTP version.
+
+Handlers (static, wstunnel, proxy, CGI, ...) talk to an :class:`Exchange`;
+HTTP/1.1 (:mod:`wstrio._io.http.h1`) and HTTP/2 streams implement it.  The one
+WebSocket-specific verb is :meth:`Exchange.upgrade`: it sends the 101 (or,
+on HTTP/2, the 200 to an extended CONNECT) and hands back the raw byte
+stream, so the same tunnel code runs over both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, final
+
+import attrs
+import trio
+
+from wstrio._sansio.http.request import Request
+
+__all__ = ["ClientGone", "Dispatch", "Exchange", "Upgraded", "reason_phrase", "send_simple"]
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+_REASONS = {
+    101: b"Switching Protocols",
+    200: b"OK",
+    204: b"No Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    411: b"Length Required",
+    413: b"Content Too Large",
+    426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class ClientGone(Exception):
+    """The client closed or broke the connection; the exchange stops quietly."""
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase for ``status`` (or ``b""``)."""
+    return _REASONS.get(status, b"")
+
+
+@final
+@attrs.define(eq=False)
+class Upgraded:
+    """The raw stream after a protocol switch.
+
+    ``leftover`` holds bytes the client sent right after its handshake that
+    were already read; they come before anything read from ``stream``.
+    """
+
+    stream: trio.abc.Stream
+    leftover: bytes = b""
+
+
+class Exchange(Protocol):
+    """The response side of one request, for handlers."""
+
+    @property
+    def request(self) -> Request:
+        """The request being answered."""
+        ...
+
+    async def receive_body(self, max_bytes: int = 65536) -> bytes:
+        """The next chunk of the request body; ``b""`` at its end."""
+        ...
+
+    async def start_response(self, status: int, headers: Headers) -> None:
+        """Send the status line and headers (body follows with :meth:`send_data`)."""
+        ...
+
+    async def send_data(self, data: bytes) -> None:
+        """Send a chunk of the response body."""
+        ...
+
+    async def end_response(self) -> None:
+        """Finish the response body."""
+        ...
+
+    async def upgrade(self, headers: Headers, *, status: int = 101) -> Upgraded:
+        """Switch protocols: send the 101 (HTTP/2: a 200) and return the raw stream."""
+        ...
+
+    @property
+    def response_started(self) -> bool:
+        """True once :meth:`start_response` or :meth:`upgrade` was called."""
+        ...
+
+    def set_log_note(self, note: str) -> None:
+        """Add a note to this request's access-log line (e.g. the backend used)."""
+        ...
+
+
+async def send_simple(
+    exchange: Exchange,
+    status: int,
+    body: bytes = b"",
+    headers: Headers = (),
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> None:
+    """Send a whole small response (error pages and the like)."""
+    all_headers = list(headers)
+    if body or status >= 400:
+        if not body:
+            body = b"%d %s\n" % (status, reason_phrase(status))
+        all_headers.append((b"content-type", content_type))
+    all_headers.append((b"content-length", str(len(body)).encode()))
+    await exchange.start_response(status, all_headers)
+    await exchange.send_data(body)
+    await exchange.end_response()
+
+
+Dispatch = Callable[[Exchange], Awaitable[None]]
+"""Answers one request from scratch (the server's router, for local redirects)."""

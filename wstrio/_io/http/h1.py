@@ -1,0 +1,348 @@
+"""HTTP/1.1 connections on h11.
+
+One task per connection runs :func:`serve_h1`: it reads requests one after
+the other (keep-alive), hands each to the dispatcher as an
+:class:`H1Exchange`, and stops when the connection must close or a handler
+took the raw stream over (a WebSocket upgrade).
+
+Timeouts: the first request head must arrive within ``max-read-idle``
+seconds, later ones (keep-alive) within ``max-keep-alive-idle``.  A stalled
+write to the client aborts the connection after ``max-write-idle``.  Request
+heads larger than ``max-request-field-size`` or with more than
+``max-request-headers`` fields get 431; malformed requests get 400.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from typing import final
+
+import h11
+import trio
+
+from wstrio._config import ServerConfig
+from wstrio._errors import HandshakeRejected
+from wstrio._io.http.exchange import ClientGone, Dispatch, Upgraded, reason_phrase
+from wstrio._sansio.http.request import Request
+from wstrio._sansio.http.static import http_date
+from wstrio._version import __version__
+
+__all__ = ["H1Exchange", "serve_h1"]
+
+log = logging.getLogger("wstrio.connection")
+access_log = logging.getLogger("wstrio.access")
+
+SERVER_HEADER = (b"server", f"wstrio/{__version__}".encode())
+_DRAIN_LIMIT = 1 << 20
+
+
+class _Date:
+    """The Date header value, computed at most once a second."""
+
+    second = -1
+    value = b""
+
+    @classmethod
+    def get(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = http_date(now).encode()
+        return cls.value
+
+
+@final
+class H1Exchange:
+    """One HTTP/1.1 request being answered (see :class:`Exchange`)."""
+
+    def __init__(self, conn: _H1Connection, request: Request, close_after: bool) -> None:
+        self._conn = conn
+        self._request = request
+        self._close_after = close_after
+        self.status: int | None = None
+        self.bytes_sent = 0
+        self.upgraded = False
+        self.note = ""
+
+    @property
+    def request(self) -> Request:
+        return self._request
+
+    @property
+    def response_started(self) -> bool:
+        return self.status is not None
+
+    def set_log_note(self, note: str) -> None:
+        self.note = note
+
+    async def receive_body(self, max_bytes: int = 65536) -> bytes:
+        h = self._conn.h11
+        while True:
+            if h.their_state is not h11.SEND_BODY:
+                return b""
+            event = await self._conn.next_event(self._conn.config.max_read_idle or math.inf)
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)) or event is h11.PAUSED:
+                return b""
+
+    async def start_response(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        hdrs = [SERVER_HEADER, (b"date", _Date.get()), *headers]
+        if self._close_after:
+            hdrs.append((b"connection", b"close"))
+        await self._conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason_phrase(status)))
+
+    async def send_data(self, data: bytes) -> None:
+        if self._request.method == "HEAD" or not data:
+            return
+        self.bytes_sent += len(data)
+        await self._conn.send(h11.Data(data=data))
+
+    async def end_response(self) -> None:
+        await self._conn.send(h11.EndOfMessage())
+
+    async def upgrade(self, headers: Sequence[tuple[bytes, bytes]], *, status: int = 101) -> Upgraded:
+        h = self._conn.h11
+        # h11 switches only once it has seen the end of the (empty) request
+        # body; a GET has none, so this reads nothing from the network.
+        while h.their_state is h11.SEND_BODY:
+            await self.receive_body()
+        # The connection stops being HTTP after this response, so h11's
+        # state would be thrown away anyway: the 101 is formatted here
+        # (h11's send path was a sixth of the cost of a WebSocket handshake).
+        head = format_informational(status, [SERVER_HEADER, *headers])
+        self.status = status
+        await self._conn.send_bytes(head)
+        self.upgraded = True
+        leftover, _closed = h.trailing_data
+        # The connection is not HTTP any more: drop h11's state and buffers,
+        # which would otherwise live as long as the tunnel.
+        self._conn.h11 = _SWITCHED
+        return Upgraded(self._conn.stream, bytes(leftover))
+
+
+_BAD_FIELD = re.compile(rb"[\x00\r\n]")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def format_informational(status: int, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """A 1xx response head, as h11 would write it.
+
+    Raises:
+        ValueError: a header name is not a token, or a value contains CR,
+            LF or NUL (headers may come from a backend's 101).
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _BAD_FIELD.search(value):
+            msg = f"invalid response header {name!r}: {value!r}"
+            raise ValueError(msg)
+        lines.append(b"%s: %s\r\n" % (name, value.strip(b" \t")))
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+# Replaces a connection's h11 state once it switched protocols.
+_SWITCHED = h11.Connection(h11.SERVER)
+
+
+@final
+class _H1Connection:
+    def __init__(self, stream: trio.abc.Stream, config: ServerConfig) -> None:
+        self.stream = stream
+        self.config = config
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_request_field_size)
+
+    async def next_event(self, idle: float) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            with trio.move_on_after(idle) as scope:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ClientGone from exc
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
+            self.h11.receive_data(bytes(data))
+
+    async def send_bytes(self, data: bytes) -> None:
+        # move_on_after, not fail_after: the latter is a generator context
+        # manager, and this runs for every response.  0 means no limit.
+        with trio.move_on_after(self.config.max_write_idle or math.inf) as scope:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientGone from exc
+        if scope.cancelled_caught:
+            msg = f"the client read nothing for max-write-idle ({self.config.max_write_idle:g} s)"
+            raise ClientGone(msg)
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            await self.send_bytes(data)
+
+
+async def _send_error(conn: _H1Connection, status: int, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    body = b"%d %s\n" % (status, reason_phrase(status))
+    hdrs = [
+        SERVER_HEADER,
+        (b"date", _Date.get()),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *headers,
+    ]
+    try:
+        await conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason_phrase(status)))
+        await conn.send(h11.Data(data=body))
+        await conn.send(h11.EndOfMessage())
+    except (ClientGone, h11.LocalProtocolError):
+        pass
+
+
+def _peer(address: object) -> tuple[str, int] | None:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None
+
+
+async def serve_h1(
+    stream: trio.abc.Stream,
+    config: ServerConfig,
+    dispatch: Dispatch,
+    *,
+    scheme: str = "http",
+    client: tuple[str, int] | None = None,
+    server: tuple[str, int] | None = None,
+    initial: bytes = b"",
+) -> None:
+    """Serve HTTP/1.1 requests on ``stream`` until the connection ends.
+
+    Args:
+        stream: the client connection (closed by the caller).
+        config: server settings (timeouts, limits).
+        dispatch: called with each request's :class:`H1Exchange`.
+        scheme: ``"http"`` or ``"https"``.
+        client: remote address, for the environment and logs.
+        server: local address.
+        initial: bytes already read from the stream (protocol sniffing).
+
+    Cancellation: returns or raises :class:`trio.Cancelled` at the next
+    checkpoint; the caller closes the stream.
+    """
+    conn = _H1Connection(stream, config)
+    if initial:
+        conn.h11.receive_data(initial)
+    served = 0
+    peer = f"{client[0]}:{client[1]}" if client else "unix"
+    while True:
+        # 0 = no limit for max-read-idle (as everywhere); a max-keep-alive-idle
+        # of 0 closes an idle connection at once (no keep-alive).
+        timeout = (config.max_read_idle or math.inf) if served == 0 else config.max_keep_alive_idle
+        try:
+            event = await conn.next_event(timeout)
+        except trio.TooSlowError:
+            if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0] and served:
+                return  # an idle keep-alive connection: just close it
+            await _send_error(conn, 408)
+            return
+        except h11.RemoteProtocolError as exc:
+            await _send_error(conn, exc.error_status_hint)
+            log.info("%s: bad request: %s", peer, exc)
+            return
+        except ClientGone:
+            return
+        if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
+            return
+        served += 1
+        started = trio.current_time()
+        if len(event.headers) > config.max_request_headers:
+            await _send_error(conn, 431)
+            log.info("%s: %d header fields, more than max-request-headers", peer, len(event.headers))
+            return
+        # h11's max_incomplete_event_size only bounds a head that is still
+        # incomplete; one that arrived in a single read must be measured.
+        head_size = (
+            len(event.method)
+            + len(event.target)
+            + 11
+            + sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
+        )
+        if head_size > config.max_request_field_size:
+            await _send_error(conn, 431)
+            log.info("%s: request head of %d bytes, more than max-request-field-size", peer, head_size)
+            return
+        try:
+            request = Request.from_h1(
+                event.method,
+                event.target,
+                event.headers.raw_items(),
+                event.http_version,
+                scheme=scheme,
+                client=client,
+                server=server,
+            )
+        except HandshakeRejected as exc:
+            await _send_error(conn, exc.status_code)
+            log.info("%s: %s", peer, exc)
+            return
+        close_after = served >= config.max_keep_alive_requests
+        exchange = H1Exchange(conn, request, close_after)
+        try:
+            await dispatch(exchange)
+        except ClientGone:
+            return
+        finally:
+            _log_access(peer, request, exchange, trio.current_time() - started)
+        if exchange.upgraded:
+            return
+        if conn.h11.our_state is not h11.DONE:
+            # The handler did not finish its response: the connection is unusable.
+            if exchange.status is None:
+                await _send_error(conn, 500)
+            return
+        if conn.h11.their_state is h11.SEND_BODY:
+            drained = 0
+            try:
+                while drained <= _DRAIN_LIMIT:
+                    chunk = await exchange.receive_body()
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+            except (ClientGone, trio.TooSlowError, h11.RemoteProtocolError):
+                return
+        if conn.h11.their_state is not h11.DONE:
+            return
+        try:
+            conn.h11.start_next_cycle()
+        except h11.LocalProtocolError:
+            return
+
+
+def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: float) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    target = request.target.decode("latin-1")
+    status = exchange.status if exchange.status is not None else "-"
+    note = f" {exchange.note}" if exchange.note else ""
+    access_log.info(
+        '%s "%s %s HTTP/%s" %s %d %.3fs%s',
+        peer,
+        request.method,
+        target,
+        request.http_version,
+        status,
+        exchange.bytes_sent,
+        duration,
+        note,
+    )

@@ -1,0 +1,280 @@
+"""The raw byte relay after a protocol switch (proxy, and CGI/SCGI pass-through).
+
+Theory of operation
+-------------------
+:func:`relay` runs one nursery with two sibling tasks, one per direction.
+Each reads up to 64 KiB (:data:`wstrio._io.streams.pipes.READ_SIZE`) from its source and writes them,
+unchanged and uncopied, to its destination before reading again, so a slow
+reader on either side stops reads from the other (backpressure: at most one
+chunk per direction is held in memory, plus the kernel's socket buffers).
+Nothing is parsed: the relay never sees WebSocket frames, and any protocol
+the two ends agreed on passes.
+
+Endings:
+
+* **EOF** from one side: the other side is half-closed
+  (:meth:`~trio.abc.HalfCloseableStream.send_eof`), and the other direction
+  runs on until it reaches EOF too; then the relay returns.  A destination
+  that cannot be half-closed (TLS, for one) cannot be told about the EOF,
+  so the relay ends there and the caller closes both streams.
+* **An error** on either side (a broken stream, a write stalled for
+  ``max_write_idle``) ends both directions at once.
+* **Idle**: when no byte moved in *either* direction for ``max_read_idle``
+  seconds the relay ends.  lighttpd counts only the client's silence; a
+  backend that streams to a quiet client would then be cut off, so wstrio
+  counts both (reference section 13, "make idle bidirectional").
+
+Per chunk the relay does one read, one write and two clock reads; nothing
+per message.  Plain sockets go through :mod:`wstrio._io.streams.pipes`'s file
+descriptor fast path, and one watchdog task checks the idle and write
+deadlines from timestamps (no cancel scope per operation).
+
+Neither stream is closed here: their owners (the HTTP layer for the client,
+the backend lease for the backend) close them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Literal, final
+
+import attrs
+import trio
+
+from wstrio._io.http.exchange import Upgraded
+from wstrio._io.streams.fastpath.hub import Hub
+from wstrio._io.streams.pipes import BROKEN, READ_SIZE, FdPipe, Pipe, pipe_for
+
+__all__ = ["RelayOutcome", "relay"]
+
+
+Side = Literal["client", "backend"]
+
+
+@final
+@attrs.frozen
+class RelayOutcome:
+    """How a relay ended."""
+
+    bytes_to_backend: int
+    """Bytes written to the backend (including the client's leftover)."""
+    bytes_to_client: int
+    """Bytes written to the client (including the backend's leftover)."""
+    first_eof: Side | None
+    """The side that closed its sending half first, or ``None``."""
+    error: str | None
+    """Why the relay was cut short (an error, a stall, idleness), or ``None``
+    for an orderly end."""
+
+    def describe(self) -> str:
+        """A one-line summary for the access log."""
+        how = self.error if self.error is not None else f"closed by {self.first_eof or 'both'}"
+        return f"{how}; {self.bytes_to_backend} bytes up, {self.bytes_to_client} down"
+
+
+@final
+class _Relay:
+    def __init__(self, max_read_idle: float, max_write_idle: float) -> None:
+        self.idle = max_read_idle or math.inf
+        self.write_idle = max_write_idle or math.inf
+        self.last_activity = trio.current_time()
+        self.written: dict[Side, int] = {"client": 0, "backend": 0}
+        # When the write to each side started, while one is in progress.
+        self.writing: dict[Side, float | None] = {"client": None, "backend": None}
+        self.first_eof: Side | None = None
+        self.error: str | None = None
+        self.scope = trio.CancelScope()
+        self.watchdog_scope = trio.CancelScope()
+        self.pumps = 2
+        # What the hub leaves when it hands the relay back to the pumps.
+        self.handed_back = trio.Event()
+        self.hub_pending: dict[Side, bytes] = {"client": b"", "backend": b""}
+        self.hub_eof: set[Side] = set()
+
+    def fail(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        self.scope.cancel()
+
+    async def watchdog(self) -> None:
+        """Idleness and stalled writes, checked from timestamps (no cancel scope per operation)."""
+        with self.watchdog_scope:
+            await self._watch()
+
+    async def _watch(self) -> None:
+        poll = min(self.write_idle, 5.0)
+        while True:
+            now = trio.current_time()
+            if now >= self.last_activity + self.idle:
+                self.fail(f"no data in either direction for {self.idle:g} s")
+                return
+            deadline = self.last_activity + self.idle
+            for side, started in self.writing.items():
+                if started is None:
+                    continue
+                if now >= started + self.write_idle:
+                    self.fail(f"writing to the {side} stalled for {self.write_idle:g} s")
+                    return
+                deadline = min(deadline, started + self.write_idle)
+            await trio.sleep_until(min(deadline, now + poll))
+
+    # -- the hub's fast path (see wstrio._io.streams.fastpath.hub) ------------------------------
+
+    async def run_in_hub(self, hub: Hub, client: FdPipe, backend: FdPipe) -> None:
+        """Let the hub copy bytes until something unusual happens, then return."""
+        hub.register(client.fd, self._copier("client", client.fd, "backend", backend.fd), self._hub_failed)
+        hub.register(backend.fd, self._copier("backend", backend.fd, "client", client.fd), self._hub_failed)
+        try:
+            await self.handed_back.wait()
+        finally:
+            hub.unregister(client.fd)
+            hub.unregister(backend.fd)
+
+    def _hub_failed(self) -> None:
+        self.fail("internal error in the relay's fast path")
+        self.handed_back.set()
+
+    def _copier(self, source: Side, src: int, target: Side, dst: int) -> Callable[[], None]:
+        def copy() -> None:
+            if self.handed_back.is_set():
+                return
+            try:
+                data = os.read(src, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.fail(f"{source} -> {target}: {exc!r}")
+                self.handed_back.set()
+                return
+            if not data:
+                self.hub_eof.add(source)
+                self.handed_back.set()
+                return
+            self.last_activity = trio.current_time()
+            try:
+                written = os.write(dst, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self.fail(f"{source} -> {target}: {exc!r}")
+                self.handed_back.set()
+                return
+            self.written[target] += written
+            if written < len(data):
+                # The target is full: backpressure is the pumps' job.
+                self.hub_pending[target] = data[written:]
+                self.handed_back.set()
+
+        return copy
+
+    # -- the pumps ------------------------------------------------------------
+
+    async def pump(
+        self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray, eof: bool = False
+    ) -> None:
+        try:
+            await self._pump(source, src, target, dst, pending, eof)
+        finally:
+            self.pumps -= 1
+            if not self.pumps:
+                self.watchdog_scope.cancel()  # both directions are done
+
+    async def _pump(
+        self, source: Side, src: Pipe, target: Side, dst: Pipe, pending: bytes | bytearray, eof: bool
+    ) -> None:
+        written = 0
+        try:
+            while True:
+                if pending:
+                    self.writing[target] = trio.current_time()
+                    await dst.send_all(pending)
+                    self.writing[target] = None
+                    written += len(pending)
+                if eof:  # the source's EOF was already read (by the hub)
+                    break
+                pending = await src.receive()
+                if not pending:
+                    break
+                self.last_activity = trio.current_time()
+        except BROKEN as exc:
+            self.fail(f"{source} -> {target}: {exc!r}")
+            return
+        finally:
+            self.written[target] += written
+        if self.first_eof is None:
+            self.first_eof = source
+        if not isinstance(dst.stream, trio.abc.HalfCloseableStream):
+            # No way to pass the EOF on alone: end the relay; the owners
+            # close both streams.
+            self.scope.cancel()
+            return
+        try:
+            await dst.send_eof()
+        except BROKEN as exc:
+            self.fail(f"half-closing the {target}: {exc!r}")
+
+
+async def relay(
+    client: Upgraded,
+    backend: trio.abc.Stream,
+    backend_leftover: bytes,
+    *,
+    max_read_idle: float,
+    max_write_idle: float,
+    hub: Hub | None = None,
+) -> RelayOutcome:
+    """Copy bytes both ways between an upgraded client and a backend until both end.
+
+    Args:
+        client: the client's stream after the protocol switch; its
+            ``leftover`` (bytes the client sent behind its request) goes to
+            the backend before anything else.
+        backend: the backend's stream.
+        backend_leftover: bytes the backend sent behind its 101 that were
+            already read; they go to the client first.
+        max_read_idle: seconds with no data in either direction before the
+            relay gives up (0 = no limit).
+        max_write_idle: seconds a write to either side may stall (0 = no
+            limit).
+        hub: the server's :class:`~wstrio._io.streams.fastpath.hub.Hub`: between two plain
+            sockets the bytes are copied there until the first EOF, error or
+            full socket, and then by the two pump tasks.
+
+    Returns:
+        how it ended.  Neither stream is closed: the caller owns them.
+
+    Cancellation: both directions stop at once and :class:`trio.Cancelled`
+    propagates; nothing is written on the way out (there is no framing to
+    close politely), so the caller's closing of the streams is the signal.
+
+    Error handling: broken streams, stalled writes and idleness end the
+    relay and are reported in :attr:`RelayOutcome.error`, never raised.
+    """
+    state = _Relay(max_read_idle, max_write_idle)
+    client_pipe, backend_pipe = pipe_for(client.stream), pipe_for(backend)
+    with state.scope:
+        async with trio.open_nursery() as nursery:
+            if state.idle < math.inf or state.write_idle < math.inf:
+                nursery.start_soon(state.watchdog)
+            to_backend, to_client = client.leftover, backend_leftover
+            if (
+                hub is not None
+                and hub.running
+                and isinstance(client_pipe, FdPipe)
+                and isinstance(backend_pipe, FdPipe)
+                and not to_backend
+                and not to_client
+            ):
+                await state.run_in_hub(hub, client_pipe, backend_pipe)
+                to_backend, to_client = state.hub_pending["backend"], state.hub_pending["client"]
+            client_eof, backend_eof = "client" in state.hub_eof, "backend" in state.hub_eof
+            nursery.start_soon(state.pump, "client", client_pipe, "backend", backend_pipe, to_backend, client_eof)
+            nursery.start_soon(state.pump, "backend", backend_pipe, "client", client_pipe, to_client, backend_eof)
+    return RelayOutcome(
+        bytes_to_backend=state.written["backend"],
+        bytes_to_client=state.written["client"],
+        first_eof=state.first_eof,
+        error=state.error,
+    )

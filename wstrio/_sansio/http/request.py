@@ -1,0 +1,340 @@
+"""The request value every handler sees, whatever the HTTP version.
+
+An HTTP/1.1 request (h11) and an HTTP/2 stream (h2) are both turned into one
+:class:`Request`.  A WebSocket request is ``websocket=True`` either way: an
+HTTP/1.1 ``GET`` with ``Upgrade: websocket`` and ``Connection: upgrade``, or an
+HTTP/2 extended CONNECT with ``:protocol websocket`` (RFC 8441).
+
+Never imports trio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NoReturn, final
+from urllib.parse import unquote_to_bytes
+
+import attrs
+
+from wstrio._errors import HandshakeRejected
+
+__all__ = ["H2_CONNECTION_HEADERS", "Request", "has_token", "header_list_size", "normalize_target"]
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+H2_CONNECTION_HEADERS = frozenset([b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"])
+"""Connection-specific header fields, which HTTP/2 forbids (RFC 9113 section 8.2.2)."""
+
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_H2_REQUEST_PSEUDO = frozenset([b":method", b":scheme", b":authority", b":path", b":protocol"])
+
+
+def header_list_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The size of a header list as HTTP/2 counts it: name + value + 32 per field (RFC 9113 6.5.2)."""
+    return sum(len(name) + len(value) + 32 for name, value in headers)
+
+
+def _reject_malformed(message: str) -> NoReturn:
+    msg = f"malformed HTTP/2 request: {message}"
+    raise HandshakeRejected(msg, 400)
+
+
+def _check_h2_field(name: bytes, value: bytes) -> None:
+    # RFC 9113 8.2.1: lower-case names of visible ASCII without ':'; values
+    # without NUL, CR or LF and without surrounding whitespace.
+    if not name:
+        _reject_malformed("empty header name")
+    for c in name:
+        if c <= 0x20 or 0x41 <= c <= 0x5A or c >= 0x7F or c == 0x3A:
+            _reject_malformed(f"invalid header name {name[:80]!r} (names are lower-case tokens)")
+    if b"\0" in value or b"\r" in value or b"\n" in value:
+        _reject_malformed(f"header {name!r} has a NUL, CR or LF in its value")
+    if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
+        _reject_malformed(f"header {name!r} has whitespace around its value")
+
+
+def has_token(value: bytes | None, token: bytes) -> bool:
+    """True if the comma-separated header ``value`` contains ``token`` (case-insensitive).
+
+    As lighttpd's ``http_header_str_contains_token``: ``;`` also ends a token.
+    """
+    if not value:
+        return False
+    token = token.lower()
+    for part in value.split(b","):
+        if part.split(b";", 1)[0].strip().lower() == token:
+            return True
+    return False
+
+
+def normalize_target(target: bytes) -> tuple[str, str]:
+    """Split a request-target into a decoded, normalised path and the raw query.
+
+    ``.`` and ``..`` segments are resolved (after percent-decoding, so
+    ``%2e%2e`` is ``..``); a ``..`` that would climb above ``/`` is a 400, as
+    are NUL bytes, invalid UTF-8 and targets that are not in origin form.
+
+    Returns:
+        ``(path, query)``; ``path`` always starts with ``/``.
+
+    Raises:
+        HandshakeRejected: 400 for a target that cannot be served.
+    """
+    raw_path, _, query = target.partition(b"?")
+    raw_path = raw_path.partition(b"#")[0]
+    if not raw_path.startswith(b"/"):
+        if target == b"*":
+            msg = "the asterisk target is only for OPTIONS"
+        else:
+            msg = f"request-target must start with '/', not {target[:80]!r}"
+        raise HandshakeRejected(msg, 400)
+    decoded = unquote_to_bytes(raw_path)
+    if b"\0" in decoded:
+        msg = "request path contains a NUL byte"
+        raise HandshakeRejected(msg, 400)
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = "request path is not valid UTF-8"
+        raise HandshakeRejected(msg, 400) from None
+    parts: list[str] = []
+    segments = text.split("/")
+    for seg in segments[1:-1]:
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not parts:
+                msg = "request path climbs above the root"
+                raise HandshakeRejected(msg, 400)
+            parts.pop()
+            continue
+        parts.append(seg)
+    last = segments[-1] if len(segments) > 1 else ""
+    trailing = last in ("", ".", "..")
+    if last == "..":
+        if not parts:
+            msg = "request path climbs above the root"
+            raise HandshakeRejected(msg, 400)
+        parts.pop()
+    elif last not in ("", "."):
+        parts.append(last)
+    path = "/" + "/".join(parts)
+    if trailing and parts:
+        path += "/"
+    try:
+        query_text = query.decode("ascii")
+    except UnicodeDecodeError:
+        query_text = query.decode("latin-1")
+    return path, query_text
+
+
+@final
+@attrs.frozen
+class Request:
+    """One request (or WebSocket handshake), independent of the HTTP version."""
+
+    method: str
+    """``GET``, ``POST``, ...
+
+    An HTTP/2 extended CONNECT WebSocket (``:method CONNECT``, ``:protocol
+    websocket``) is presented as ``GET``, like the HTTP/1.1 handshake it stands
+    for: handlers check :attr:`websocket` and :attr:`h2`, and a gateway that
+    passes it to an HTTP/1.1 backend sends ``GET`` (as lighttpd does for
+    mod_proxy and CGI).  Only the access log shows the wire method."""
+    target: bytes
+    """The raw request-target as received (path and query, not decoded)."""
+    path: str
+    """The percent-decoded, normalised URL path, without the query."""
+    query: str
+    """The raw query string, without the ``?``."""
+    headers: Headers
+    """Header fields in order, names lower-cased.  HTTP/2 pseudo-headers are removed;
+    ``:authority`` becomes ``host``."""
+    http_version: str = "1.1"
+    """``"1.0"``, ``"1.1"`` or ``"2"``."""
+    scheme: str = "http"
+    """``"http"`` or ``"https"``."""
+    client: tuple[str, int] | None = None
+    """Remote address and port (``None`` on a unix socket)."""
+    server: tuple[str, int] | None = None
+    """Local address and port (``None`` on a unix socket)."""
+    websocket: bool = False
+    """A WebSocket handshake: h1 ``Upgrade: websocket`` or h2 ``:protocol websocket``."""
+    upgrade: bytes | None = None
+    """The ``Upgrade`` header (h1) or ``:protocol`` (h2), if any."""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or ``None``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_values(self, name: bytes) -> list[bytes]:
+        """Every value of header ``name`` (lower-case), in order."""
+        return [value for key, value in self.headers if key == name]
+
+    @property
+    def host(self) -> str:
+        """The ``Host`` header (or ``:authority``), or ``""``."""
+        value = self.header(b"host")
+        return value.decode("latin-1") if value is not None else ""
+
+    @property
+    def h2(self) -> bool:
+        """True for a request on an HTTP/2 stream."""
+        return self.http_version == "2"
+
+    @classmethod
+    def from_h1(
+        cls,
+        method: bytes,
+        target: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        http_version: bytes,
+        *,
+        scheme: str = "http",
+        client: tuple[str, int] | None = None,
+        server: tuple[str, int] | None = None,
+    ) -> Request:
+        """Build a request from h11's parsed request line and headers.
+
+        Raises:
+            HandshakeRejected: 400 for an unusable target.
+        """
+        path, query = normalize_target(target)
+        hdrs = tuple((k.lower(), v) for k, v in headers)
+        upgrade = None
+        connection = b",".join(v for k, v in hdrs if k == b"connection")
+        for k, v in hdrs:
+            if k == b"upgrade":
+                upgrade = v
+                break
+        websocket = (
+            method == b"GET"
+            and http_version == b"1.1"
+            and has_token(upgrade, b"websocket")
+            and has_token(connection, b"upgrade")
+        )
+        return cls(
+            method=method.decode("ascii"),
+            target=target,
+            path=path,
+            query=query,
+            headers=hdrs,
+            http_version=http_version.decode("ascii"),
+            scheme=scheme,
+            client=client,
+            server=server,
+            websocket=websocket,
+            upgrade=upgrade,
+        )
+
+    @classmethod
+    def from_h2(
+        cls,
+        headers: Iterable[tuple[bytes, bytes]],
+        *,
+        scheme: str = "https",
+        client: tuple[str, int] | None = None,
+        server: tuple[str, int] | None = None,
+        max_header_list_size: int | None = None,
+        max_headers: int | None = None,
+    ) -> Request:
+        """Build a request from the header block of an HTTP/2 stream.
+
+        h2 is run without its own header validation (it would turn one bad
+        request into an error of the whole connection, killing every other
+        WebSocket on it), so every rule of RFC 9113 section 8 and RFC 8441 is
+        checked here, with lighttpd's answers (reference section 9):
+
+        * pseudo-headers first, each at most once, only the request ones;
+          names lower-case; no connection-specific fields (an ``upgrade``
+          header is a 400, as in lighttpd); ``te`` only ``trailers``: else 400;
+        * ``:method`` always; ``:scheme`` and ``:path`` for everything but a
+          plain CONNECT (so also for extended CONNECT): else 400;
+        * ``:protocol`` only with CONNECT: else 400 (lighttpd ignores it; RFC
+          8441 section 4 makes such a request malformed);
+        * extended CONNECT with a ``:protocol`` other than ``websocket``: 405;
+          a plain CONNECT (a proxy tunnel to ``:authority``): 405;
+        * header list above ``max_header_list_size`` (counted as SETTINGS
+          does) or more than ``max_headers`` fields: 431.
+
+        ``:authority`` becomes the ``host`` header (it wins over a ``host``
+        field, RFC 9113 8.3.1).  An extended CONNECT WebSocket is presented
+        with method ``GET`` and ``websocket=True``; ``upgrade`` holds the
+        ``:protocol`` value.  ``scheme`` is the connection's (``https`` on TLS),
+        not the client's ``:scheme``.
+
+        Raises:
+            HandshakeRejected: with the status to answer (400, 405 or 431).
+        """
+        pseudo: dict[bytes, bytes] = {}
+        regular: list[tuple[bytes, bytes]] = []
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+            if name.startswith(b":"):
+                if regular:
+                    _reject_malformed(f"pseudo-header {name!r} after a regular header")
+                if name not in _H2_REQUEST_PSEUDO:
+                    _reject_malformed(f"unknown or response pseudo-header {name[:80]!r}")
+                if name in pseudo:
+                    _reject_malformed(f"pseudo-header {name!r} given twice")
+                pseudo[name] = value
+                continue
+            _check_h2_field(name, value)
+            if name in H2_CONNECTION_HEADERS:
+                msg = f"connection-specific header {name!r} is not allowed in HTTP/2"
+                raise HandshakeRejected(msg, 400)
+            if name == b"te" and value.lower() != b"trailers":
+                _reject_malformed(f"te must be 'trailers', not {value[:80]!r}")
+            regular.append((name, value))
+        if max_header_list_size is not None and size > max_header_list_size:
+            msg = f"header list of {size} bytes is larger than {max_header_list_size}"
+            raise HandshakeRejected(msg, 431)
+        if max_headers is not None and len(regular) > max_headers:
+            msg = f"{len(regular)} header fields, more than {max_headers}"
+            raise HandshakeRejected(msg, 431)
+        method = pseudo.get(b":method")
+        if not method:
+            _reject_malformed("no :method")
+        protocol = pseudo.get(b":protocol")
+        websocket = False
+        if method == b"CONNECT":
+            if protocol is None:
+                msg = "CONNECT to a host is not supported (only extended CONNECT with :protocol websocket)"
+                raise HandshakeRejected(msg, 405)
+            if b":scheme" not in pseudo or b":path" not in pseudo:
+                _reject_malformed("extended CONNECT without :scheme or :path")
+            if protocol.lower() != b"websocket":
+                msg = f"extended CONNECT for :protocol {protocol[:80]!r}; only 'websocket' is supported"
+                raise HandshakeRejected(msg, 405)
+            websocket = True
+        elif protocol is not None:
+            _reject_malformed(f":protocol with method {method[:20]!r} (only CONNECT takes it)")
+        elif b":scheme" not in pseudo or b":path" not in pseudo:
+            _reject_malformed("no :scheme or :path")
+        target = pseudo[b":path"]
+        path, query = normalize_target(target)
+        authority = pseudo.get(b":authority")
+        if authority is not None:
+            hdrs = ((b"host", authority), *(h for h in regular if h[0] != b"host"))
+        else:
+            hdrs = tuple(regular)
+        if not all(c in _TCHAR for c in method):
+            _reject_malformed(f":method {method[:20]!r} is not a token")
+        method_text = "GET" if websocket else method.decode("ascii")
+        return cls(
+            method=method_text,
+            target=target,
+            path=path,
+            query=query,
+            headers=hdrs,
+            http_version="2",
+            scheme=scheme,
+            client=client,
+            server=server,
+            websocket=websocket,
+            upgrade=protocol,
+        )
