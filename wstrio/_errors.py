@@ -1,25 +1,46 @@
 """The one exception hierarchy of wstrio.
 
-Every error wstrio raises on purpose is a :class:`WstrioError`.  Errors that
-end up on the wire carry their HTTP status (:class:`HandshakeRejected`) or
-WebSocket close code (:class:`PolicyViolation`, :class:`BackendError`), the way
-h2's exceptions carry ``error_code``.
+Every error wstrio raises on purpose is a :class:`WstrioError`::
+
+    WstrioError
+    ├── ConfigError            a configuration is invalid (every problem, with its key path)
+    ├── HttpError              answer the request with .status (and .headers)
+    │   ├── BadRequest         the request as sent cannot be served (400, 405, 413, 431, ...)
+    │   ├── RequestTimeout     the client stalled while sending its request (408)
+    │   └── HandshakeRejected  a WebSocket handshake is refused (400, 403, ...)
+    ├── ClientGone             the client closed or broke the connection
+    ├── InvalidResponse        a handler's response breaks HTTP; nothing more can be sent
+    └── BackendError           the upstream failed; .status is the answer if none started (502, 504)
+        ├── BackendUnavailable no backend could be reached (503)
+        └── BackendExited      a spawned backend cannot be started, or exited (.returncode)
+
+Local and remote are kept apart as in h11: :class:`HttpError` is the
+client's request at fault (or refused by us), :class:`BackendError` the
+program or server behind wstrio.  The wire status travels with the error,
+as h11's ``error_status_hint`` and h2's ``error_code`` do, so whoever
+answers the client needs nothing else.
+
+The HTTP layer (:mod:`wstrio._io.http`) raises only these from the exchange
+API: h11's and trio's exceptions are translated at that edge by
+:class:`wstrio._io.http.exchange.map_exceptions`, so handlers catch only
+wstrio's own exceptions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from wsproto.frame_protocol import CloseReason
-
 __all__ = [
     "BackendError",
     "BackendExited",
     "BackendUnavailable",
+    "BadRequest",
+    "ClientGone",
     "ConfigError",
     "HandshakeRejected",
-    "MessageTooBig",
-    "PolicyViolation",
+    "HttpError",
+    "InvalidResponse",
+    "RequestTimeout",
     "WstrioError",
 ]
 
@@ -49,52 +70,85 @@ class ConfigError(WstrioError, ValueError):
         return self.problems[0][0] if self.problems else ""
 
 
-class HandshakeRejected(WstrioError):
-    """A request cannot be served; answer it with ``status_code``.
+class HttpError(WstrioError):
+    """A request cannot be served; answer it with :attr:`status` and :attr:`headers`.
 
-    Like h11's ``error_status_hint``: the status travels with the error.
+    Raised as it is for refusals that say nothing about the request's form
+    (403 for a script outside the document root, 404 for no such file, 500
+    for a script that cannot be started); the subclasses name the common
+    cases.
+
+    Attributes:
+        status: the HTTP status to answer (the class default unless given).
+        headers: extra response headers (e.g. ``Sec-WebSocket-Version``).
     """
 
-    def __init__(
-        self,
-        message: str,
-        status_code: int,
-        headers: Sequence[tuple[bytes, bytes]] = (),
-    ) -> None:
+    status: int = 500
+
+    def __init__(self, message: str, status: int | None = None, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        if status is not None:
+            self.status = status
         self.headers = tuple(headers)
 
 
-class PolicyViolation(WstrioError):
-    """The peer broke a rule of ours; close the WebSocket with ``close_code``."""
+class BadRequest(HttpError):
+    """The request as sent cannot be served: malformed (400), a method not
+    allowed (405), too large (413, 431), ..."""
 
-    close_code: int = CloseReason.POLICY_VIOLATION
+    status = 400
 
 
-class MessageTooBig(PolicyViolation):
-    """A message or frame exceeded a configured size."""
+class RequestTimeout(HttpError):
+    """The client sent nothing of its request (head or body) for ``max-read-idle``."""
 
-    close_code: int = CloseReason.MESSAGE_TOO_BIG
+    status = 408
+
+
+class HandshakeRejected(HttpError):
+    """A WebSocket handshake is refused (400, 403), with the headers to send."""
+
+    status = 400
+
+
+class ClientGone(WstrioError):
+    """The client closed or broke the connection; the exchange stops quietly."""
+
+
+class InvalidResponse(WstrioError):
+    """A response handed to the HTTP layer breaks HTTP.
+
+    For instance a body longer than its ``Content-Length``, or a header
+    value with CR or LF (a backend's response passed on as it is).  The
+    response cannot go on: a gateway answers 502 if it had not started.
+    """
 
 
 class BackendError(WstrioError):
-    """The backend failed after the handshake; close with 1011."""
+    """The backend failed; answer :attr:`status` if the response has not started.
 
-    close_code: int = CloseReason.INTERNAL_ERROR
+    Attributes:
+        status: 502 (an invalid or missing answer, a broken connection) or
+            504 (the backend was silent for ``read-timeout``, or a write to
+            it stalled for ``write-timeout``).
+    """
+
+    status: int = 502
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
 
 
 class BackendUnavailable(BackendError):
-    """No backend could be reached (refused, timed out, all disabled).
+    """No backend could be reached (refused, timed out, all disabled): 503."""
 
-    Before the handshake this is a 503; after it, close code 1013.
-    """
-
-    close_code: int = CloseReason.TRY_AGAIN_LATER
+    status = 503
 
 
 class BackendExited(BackendError):
-    """A spawned backend process exited."""
+    """A spawned backend process cannot be started, or exited."""
 
     def __init__(self, message: str, returncode: int | None = None) -> None:
         super().__init__(message)

@@ -39,8 +39,8 @@ from tests.helpers import (
 )
 from wstrio import load_config
 from wstrio._config import ListenAddress, ServerConfig
-from wstrio._io.backends.pool import SocketConnector
-from wstrio._io.handlers.dispatch import ServerContext
+from wstrio._io.backends.connect import SocketConnector
+from wstrio._io.context import ServerContext
 from wstrio._io.http.exchange import Upgraded
 from wstrio._sansio.http.request import Request
 

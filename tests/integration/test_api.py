@@ -14,8 +14,8 @@ import wstrio
 from wstrio.testing import open_websocket
 
 EXPORTED = {
-    "Backend", "BackendConnector", "BackendError", "BackendExited", "BackendUnavailable", "ConfigError",
-    "HandshakeRejected", "ListenAddress", "MessageTooBig", "PolicyViolation", "ProcessAddress", "Request",
+    "Backend", "BackendConnector", "BackendError", "BackendExited", "BackendUnavailable", "BadRequest", "ConfigError",
+    "HandshakeRejected", "HttpError", "ListenAddress", "BackendAddress", "Request",
     "Route", "Server", "ServerConfig", "ServerStatistics", "TlsConfig", "WstrioError", "__version__",
     "config_from_mapping", "load_config", "open_listeners", "serve", "serve_listeners",
 }  # fmt: skip

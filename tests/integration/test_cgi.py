@@ -43,10 +43,10 @@ from tests.integration.gateway_support import (
 )
 from wstrio import config_from_mapping
 from wstrio._errors import ConfigError
-from wstrio._io.backends.pool import SocketConnector
+from wstrio._io.backends.connect import SocketConnector
+from wstrio._io.context import ServerContext
 from wstrio._io.handlers.cgi.cgi import DEFAULT_PATH, interpreter_for
-from wstrio._io.handlers.cgi.common import StderrLog
-from wstrio._io.handlers.dispatch import ServerContext
+from wstrio._io.handlers.cgi.stderr import StderrLog
 
 
 @pytest.fixture(autouse=True)

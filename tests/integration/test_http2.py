@@ -32,8 +32,8 @@ import wstrio
 from tests.h2client import H2Stream, StreamReset, open_h2_client, run_h2_client
 from tests.helpers import echo_route, make_config, serve_echo_tcp, serve_tcp_backend, start_server
 from tests.integration.gateway_support import FCGI_CGI, SCGI_CGI, make_docroot
-from wstrio._io.backends.pool import SocketConnector
-from wstrio._io.handlers.dispatch import ServerContext
+from wstrio._io.backends.connect import SocketConnector
+from wstrio._io.context import ServerContext
 from wstrio._io.http.h2.connection import PREFACE, serve_h2
 from wstrio.testing import MemoryConnector, MemoryListener
 

@@ -1,7 +1,10 @@
 """The hub fast path: plain-data tunnels move there, and come back to their tasks intact.
 
 These use real sockets (the hub only takes plain sockets) and check that every
-hand-back keeps every byte in order: backpressure, control frames, EOF.
+hand-back keeps every byte in order: backpressure, control frames, EOF.  Each
+test runs with the hub on and off (its private switch,
+``wstrio._io.streams.fastpath.hub.ENABLED``): the same assertions hold on both
+paths.  What a hub fault does is in test_handback.py.
 """
 
 from __future__ import annotations
@@ -9,11 +12,38 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
 import trio
 import wsproto
 import wsproto.events
 
+from wstrio._io.streams.fastpath import hub as hub_module
+from wstrio._io.streams.fastpath.handback import HandBack
+from wstrio._io.streams.fastpath.hub import Handler, Hub
 from wstrio.testing import open_websocket, serve_echo, start_server
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["hub", "no-hub"])
+def hub_switch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The hub on, then off, for every server a test starts."""
+    enabled: bool = request.param
+    monkeypatch.setattr(hub_module, "ENABLED", enabled)
+    return enabled
+
+
+@pytest.fixture
+def handbacks(monkeypatch: pytest.MonkeyPatch) -> list[HandBack]:
+    """Every hand-back of every hub, in order (a spy on the hub's one entry)."""
+    seen: list[HandBack] = []
+    enter = Hub.enter
+
+    async def spy(self: Hub, client_fd: int, backend_fd: int, on_client: Handler, on_backend: Handler) -> HandBack:
+        handback = await enter(self, client_fd, backend_fd, on_client, on_backend)
+        seen.append(handback)
+        return handback
+
+    monkeypatch.setattr(Hub, "enter", spy)
+    return seen
 
 
 async def echo_port(nursery: trio.Nursery) -> int:
@@ -46,7 +76,9 @@ async def flood_backend(stream: trio.SocketStream, total: int) -> None:
             await stream.send_all(BLOCK)
 
 
-async def test_backpressure_hands_the_tunnel_back_and_loses_nothing(nursery: trio.Nursery) -> None:
+async def test_backpressure_hands_the_tunnel_back_and_loses_nothing(
+    nursery: trio.Nursery, hub_switch: bool, handbacks: list[HandBack]
+) -> None:
     total = 8 << 20
     listeners = await nursery.start(trio.serve_tcp, lambda s: flood_backend(s, total), 0)
     port = listeners[0].socket.getsockname()[1]
@@ -66,6 +98,7 @@ async def test_backpressure_hands_the_tunnel_back_and_loses_nothing(nursery: tri
     assert got == total
     assert received.hexdigest() == hashlib.sha256(BLOCK * (total // len(BLOCK))).hexdigest()
     assert close == 1001  # the backend closed
+    assert [h.why for h in handbacks] == (["blocked"] if hub_switch else [])
 
 
 async def test_a_client_ping_mid_stream_is_answered_and_data_keeps_its_order(nursery: trio.Nursery) -> None:
@@ -110,7 +143,7 @@ async def test_many_frames_and_a_close_in_one_write_reach_the_backend_in_order(n
     assert b"".join(received) == b"".join(b"%04d" % i for i in range(500))
 
 
-async def test_tunnels_with_pings_stay_with_their_tasks(nursery: trio.Nursery) -> None:
+async def test_tunnels_with_pings_stay_with_their_tasks(nursery: trio.Nursery, handbacks: list[HandBack]) -> None:
     port = await echo_port(nursery)
     server = await start_server(nursery, route(port, **{"ping-interval": 0.2, "pong-timeout": 5}))
     async with open_websocket(server.url("/ws/", scheme="ws")) as ws:
@@ -121,6 +154,7 @@ async def test_tunnels_with_pings_stay_with_their_tasks(nursery: trio.Nursery) -
         await ws.send(b"after pings")
         assert await ws.receive() == b"after pings"
         assert ws.pings  # the server pinged, and the tunnel still works
+    assert handbacks == []  # never in the hub
 
 
 async def test_cancelling_the_server_closes_hub_tunnels_with_1001(nursery: trio.Nursery) -> None:
@@ -134,25 +168,33 @@ async def test_cancelling_the_server_closes_hub_tunnels_with_1001(nursery: trio.
             assert await ws.wait_closed() == 1001
 
 
-async def test_a_failing_handler_fails_its_tunnel_not_the_server(nursery: trio.Nursery) -> None:
+async def test_a_failing_handler_fails_its_tunnel_not_the_server(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, handbacks: list[HandBack], hub_switch: bool
+) -> None:
+    """A bug in the fast path ends that tunnel with 1011; the hub and the server go on."""
+    if not hub_switch:
+        pytest.skip("a fault in the hub needs the hub")
     from wstrio._io.streams import tunnel as tunnel_module
 
     port = await echo_port(nursery)
     server = await start_server(nursery, route(port))
-    original = tunnel_module._Tunnel._backend_readable
+    original = tunnel_module.tunnel_handlers
 
-    def broken(self: tunnel_module._Tunnel) -> None:
-        msg = "a bug in the fast path"
-        raise RuntimeError(msg)
+    def broken(tunnel: object, client_fd: int, backend_fd: int) -> tuple[Handler, Handler, Handler]:
+        forward, on_client, _on_backend = original(tunnel, client_fd, backend_fd)  # type: ignore[arg-type]
 
-    tunnel_module._Tunnel._backend_readable = broken  # type: ignore[method-assign]
-    try:
-        async with open_websocket(server.url("/ws/", scheme="ws")) as ws:
-            await ws.send(b"x")
-            assert await ws.wait_closed() == 1011
-    finally:
-        tunnel_module._Tunnel._backend_readable = original  # type: ignore[method-assign]
-    # The hub and the server go on.
+        def on_backend() -> HandBack | None:
+            msg = "a bug in the fast path"
+            raise RuntimeError(msg)
+
+        return forward, on_client, on_backend
+
+    monkeypatch.setattr(tunnel_module, "tunnel_handlers", broken)
+    async with open_websocket(server.url("/ws/", scheme="ws")) as ws:
+        await ws.send(b"x")
+        assert await ws.wait_closed() == 1011
+    assert [h.why for h in handbacks] == ["fault"]
+    monkeypatch.setattr(tunnel_module, "tunnel_handlers", original)
     async with open_websocket(server.url("/ws/", scheme="ws")) as ws:
         await ws.send(b"y")
         assert await ws.receive() == b"y"

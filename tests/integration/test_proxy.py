@@ -48,8 +48,9 @@ from tests.helpers import (
     ws_connect,
     ws_receive_bytes,
 )
-from wstrio._io.backends.pool import RouteBackends, SocketConnector
-from wstrio._io.handlers.proxy import handle_proxy
+from wstrio._io.backends.connect import SocketConnector
+from wstrio._io.context import RouteMatch, ServerContext
+from wstrio._io.handlers.proxy import handle as handle_proxy
 from wstrio._io.http.exchange import Upgraded
 from wstrio._sansio.http.request import Request
 
@@ -955,21 +956,22 @@ def h2_request(port: int, method: bytes = b"CONNECT", path: bytes = b"/chat", **
     return Request.from_h2(headers, scheme="https", client=("127.0.0.1", port))
 
 
-def proxy_route_config(port: int, **route: Any) -> tuple[wstrio.ServerConfig, wstrio.Route, RouteBackends]:
+def proxy_route_config(port: int, **route: Any) -> tuple[ServerContext, RouteMatch]:
     config = make_config(
         {"route": [{"path": "/", "handler": "proxy", "backend": [{"host": "127.0.0.1", "port": port}], **route}]}
     )
+    context = ServerContext(config, SocketConnector())
     (proxy_route,) = config.routes
-    return config, proxy_route, RouteBackends(proxy_route, SocketConnector())
+    return context, RouteMatch(proxy_route, 0, backends=context.backends[0])
 
 
 async def test_h2_websocket_is_sent_on_as_an_http11_upgrade(nursery: trio.Nursery, ws_echo_backend: WsBackend) -> None:
-    config, route, backends = proxy_route_config(ws_echo_backend.port, upgrade=True)
+    context, match = proxy_route_config(ws_echo_backend.port, upgrade=True)
     exchange = StandInH2Exchange(h2_request(1234, sec_websocket_protocol=b"chat"))
     done = trio.Event()
 
     async def run() -> None:
-        await handle_proxy(exchange, route, backends, config)
+        await handle_proxy(exchange, match, context)
         done.set()
 
     nursery.start_soon(run)
@@ -1009,9 +1011,9 @@ async def test_h2_websocket_with_a_wrong_accept_is_502(nursery: trio.Nursery) ->
         )
         await drain(stream)
 
-    config, route, backends = proxy_route_config(await serve_tcp_backend(nursery, backend), upgrade=True)
+    context, match = proxy_route_config(await serve_tcp_backend(nursery, backend), upgrade=True)
     exchange = StandInH2Exchange(h2_request(1234))
-    await handle_proxy(exchange, route, backends, config)
+    await handle_proxy(exchange, match, context)
     assert exchange.status == 502
     (head,) = heads
     # A fresh random key, not lighttpd's fixed one.
@@ -1023,23 +1025,23 @@ async def test_h2_websocket_with_a_wrong_accept_is_502(nursery: trio.Nursery) ->
 
 
 async def test_h2_websocket_on_a_route_without_upgrade_is_405(nursery: trio.Nursery) -> None:
-    config, route, backends = proxy_route_config(await serve_http_backend(nursery))
+    context, match = proxy_route_config(await serve_http_backend(nursery))
     exchange = StandInH2Exchange(h2_request(1234))
-    await handle_proxy(exchange, route, backends, config)
+    await handle_proxy(exchange, match, context)
     assert exchange.status == 405
 
 
 async def test_h2_websocket_answered_200_without_upgrading_is_405(nursery: trio.Nursery) -> None:
-    config, route, backends = proxy_route_config(await serve_http_backend(nursery), upgrade=True)
+    context, match = proxy_route_config(await serve_http_backend(nursery), upgrade=True)
     exchange = StandInH2Exchange(h2_request(1234, path=b"/info"))
-    await handle_proxy(exchange, route, backends, config)
+    await handle_proxy(exchange, match, context)
     assert exchange.status == 405
 
 
 async def test_h2_body_without_length_is_sent_chunked(nursery: trio.Nursery) -> None:
-    config, route, backends = proxy_route_config(await serve_http_backend(nursery))
+    context, match = proxy_route_config(await serve_http_backend(nursery))
     exchange = StandInH2Exchange(h2_request(1234, method=b"POST", path=b"/info"), body=[b"abc", b"defg"])
-    await handle_proxy(exchange, route, backends, config)
+    await handle_proxy(exchange, match, context)
     assert (exchange.status, exchange.ended) == (200, True)
     info = json.loads(exchange.data)
     assert info["size"] == 7
@@ -1047,7 +1049,7 @@ async def test_h2_body_without_length_is_sent_chunked(nursery: trio.Nursery) -> 
     assert received_headers(info)["x-forwarded-proto"] == ["https"]
     # No body at all: no chunked framing either.
     exchange = StandInH2Exchange(h2_request(1234, method=b"GET", path=b"/info"))
-    await handle_proxy(exchange, route, backends, config)
+    await handle_proxy(exchange, match, context)
     seen = received_headers(json.loads(exchange.data))
     assert "transfer-encoding" not in seen
     assert "content-length" not in seen

@@ -48,8 +48,8 @@ from tests.helpers import (
     ws_connect,
     ws_receive_bytes,
 )
-from wstrio._io.backends.pool import SocketConnector
-from wstrio._io.backends.process import ProcessAddress
+from wstrio._io.backends.connect import SocketConnector
+from wstrio._sansio.backends.address import BackendAddress
 
 MiB = 1 << 20
 
@@ -494,7 +494,7 @@ class GatedConnector:
         self.gate = trio.Event()
         self.inner = SocketConnector()
 
-    async def connect(self, address: ProcessAddress) -> trio.abc.Stream:
+    async def connect(self, address: BackendAddress) -> trio.abc.Stream:
         self.entered.set()
         await self.gate.wait()
         return await self.inner.connect(address)

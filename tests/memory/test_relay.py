@@ -1,6 +1,10 @@
 """Memory-tier tests for the raw byte relay (wstrio._io.streams.relay.relay).
 
-Both ends are in-memory Trio streams.  Timers run on the ``autojump_clock``:
+Every test that takes ``transport`` runs three times: on in-memory Trio
+streams, on plain sockets with the hub off, and on sockets in the hub
+(tests/streams_support.py), so the same assertions prove the pumps and the
+hub path; the ones that need lockstep streams (no buffer at all) or close a
+stream under the relay run on memory streams.  Timers run on the ``autojump_clock``:
 ``await trio.sleep(n)`` in a test only lets everything else settle.  (Tests take
 the ``autojump_clock`` fixture as an argument: pytest-trio finds the clock
 among the test's arguments, not among ``usefixtures``.)
@@ -14,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import trio
 import trio.testing
 
-from wstrio._io.http.exchange import Upgraded
+from tests.streams_support import Transport
 from wstrio._io.streams.pipes import READ_SIZE
 from wstrio._io.streams.relay import RelayOutcome, relay
 
@@ -35,19 +39,23 @@ def pair(lockstep: bool = False) -> tuple[trio.abc.HalfCloseableStream, trio.abc
     return trio.testing.memory_stream_pair()
 
 
-async def test_leftovers_go_first_and_half_close_propagates(autojump_clock: trio.testing.MockClock) -> None:
-    client, relay_client = pair()
-    backend, relay_backend = pair()
+async def test_leftovers_go_first_and_half_close_propagates(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    client, relay_client = transport.pair()
+    backend, relay_backend = transport.pair()
     result: list[RelayOutcome] = []
 
     async def run() -> None:
         result.append(
             await relay(
-                Upgraded(relay_client, b"client-early|"),
+                relay_client,
+                b"client-early|",
                 relay_backend,
                 b"backend-early|",
                 max_read_idle=60,
                 max_write_idle=60,
+                hub=transport.hub,
             )
         )
 
@@ -71,13 +79,17 @@ async def test_leftovers_go_first_and_half_close_propagates(autojump_clock: trio
     assert "closed by client" in outcome.describe()
 
 
-async def test_backend_eof_first_lets_the_client_finish(autojump_clock: trio.testing.MockClock) -> None:
-    client, relay_client = pair()
-    backend, relay_backend = pair()
+async def test_backend_eof_first_lets_the_client_finish(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    client, relay_client = transport.pair()
+    backend, relay_backend = transport.pair()
     result: list[RelayOutcome] = []
 
     async def run() -> None:
-        result.append(await relay(Upgraded(relay_client), relay_backend, b"", max_read_idle=0, max_write_idle=0))
+        result.append(
+            await relay(relay_client, b"", relay_backend, b"", max_read_idle=0, max_write_idle=0, hub=transport.hub)
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
@@ -97,7 +109,7 @@ async def test_an_error_on_one_side_ends_both(autojump_clock: trio.testing.MockC
     result: list[RelayOutcome] = []
 
     async def run() -> None:
-        result.append(await relay(Upgraded(relay_client), relay_backend, b"", max_read_idle=0, max_write_idle=0))
+        result.append(await relay(relay_client, b"", relay_backend, b"", max_read_idle=0, max_write_idle=0))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
@@ -110,13 +122,15 @@ async def test_an_error_on_one_side_ends_both(autojump_clock: trio.testing.MockC
     assert "backend" in result[0].error
 
 
-async def test_idle_counts_both_directions(autojump_clock: trio.testing.MockClock) -> None:
-    client, relay_client = pair()
-    backend, relay_backend = pair()
+async def test_idle_counts_both_directions(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    client, relay_client = transport.pair()
+    backend, relay_backend = transport.pair()
     result: list[RelayOutcome] = []
 
     async def run() -> None:
-        result.append(await relay(Upgraded(relay_client), relay_backend, b"", max_read_idle=60, max_write_idle=0))
+        result.append(
+            await relay(relay_client, b"", relay_backend, b"", max_read_idle=60, max_write_idle=0, hub=transport.hub)
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
@@ -138,7 +152,7 @@ async def test_a_stalled_write_ends_the_relay(autojump_clock: trio.testing.MockC
     result: list[RelayOutcome] = []
 
     async def run() -> None:
-        result.append(await relay(Upgraded(relay_client), relay_backend, b"", max_read_idle=0, max_write_idle=10))
+        result.append(await relay(relay_client, b"", relay_backend, b"", max_read_idle=0, max_write_idle=10))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
@@ -160,7 +174,7 @@ async def test_backpressure_one_chunk_in_flight(autojump_clock: trio.testing.Moc
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
-            functools.partial(relay, Upgraded(relay_client), relay_backend, b"", max_read_idle=0, max_write_idle=0)
+            functools.partial(relay, relay_client, b"", relay_backend, b"", max_read_idle=0, max_write_idle=0)
         )
         nursery.start_soon(produce)
         await trio.testing.wait_all_tasks_blocked()
@@ -195,15 +209,23 @@ class NotHalfCloseable(trio.abc.Stream):
 
 
 async def test_eof_to_a_stream_without_half_close_ends_the_relay(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, transport: Transport
 ) -> None:
-    client, relay_client = pair()
-    backend, relay_backend = pair()
+    client, relay_client = transport.pair()
+    backend, relay_backend = transport.pair()
     result: list[RelayOutcome] = []
 
     async def run() -> None:
         result.append(
-            await relay(Upgraded(NotHalfCloseable(relay_client)), relay_backend, b"", max_read_idle=0, max_write_idle=0)
+            await relay(
+                NotHalfCloseable(relay_client),
+                b"",
+                relay_backend,
+                b"",
+                max_read_idle=0,
+                max_write_idle=0,
+                hub=transport.hub,
+            )
         )
 
     async with trio.open_nursery() as nursery:
@@ -215,11 +237,13 @@ async def test_eof_to_a_stream_without_half_close_ends_the_relay(
     assert result[0].error is None
 
 
-async def test_cancellation_propagates_and_leaves_streams_open(autojump_clock: trio.testing.MockClock) -> None:
-    client, relay_client = pair()
-    _backend, relay_backend = pair()
+async def test_cancellation_propagates_and_leaves_streams_open(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    client, relay_client = transport.pair()
+    _backend, relay_backend = transport.pair()
     with trio.move_on_after(5) as scope:
-        await relay(Upgraded(relay_client), relay_backend, b"", max_read_idle=0, max_write_idle=0)
+        await relay(relay_client, b"", relay_backend, b"", max_read_idle=0, max_write_idle=0, hub=transport.hub)
     assert scope.cancelled_caught
     # The caller owns the streams: still usable.
     await relay_client.send_all(b"still open")

@@ -1,8 +1,12 @@
 """Memory-tier tests for the wstunnel tunnel (wstrio._io.streams.tunnel.run_tunnel).
 
-Both ends are in-memory Trio streams: the client end is driven by a real
-wsproto client ``Connection`` (it masks, parses and validates independently of
-wstrio's codec), the backend end is plain bytes.  Every timer runs on the
+The client end is driven by a real wsproto client ``Connection`` (it masks,
+parses and validates independently of wstrio's codec), the backend end is
+plain bytes.  Every test that takes ``transport`` runs three times: on
+in-memory Trio streams, on plain sockets with the hub off, and on sockets
+in the hub (tests/streams_support.py), so the same assertions prove the
+task path and the hub path.  The few that need streams only memory can
+build (lockstep, metered) run on memory streams.  Every timer runs on the
 ``autojump_clock``, so nothing sleeps for real and no assertion depends on
 timing; ``await trio.sleep(1)`` in a test only means "let everything else
 settle" (the clock jumps once every task is blocked).
@@ -10,6 +14,7 @@ settle" (the clock jumps once every task is blocked).
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +24,8 @@ import trio.testing
 from wsproto import events as ws
 from wsproto.connection import Connection, ConnectionType
 
+from tests.streams_support import Transport
+from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.tunnel import READ_SIZE, Outcome, TunnelSettings, run_tunnel
 from wstrio._sansio.websocket.codec import WebSocketCodec, encode_frame
 
@@ -95,15 +102,20 @@ class Rig:
 
     def __init__(
         self,
+        transport: Transport | None = None,
         *,
         binary: bool = False,
         settings: TunnelSettings | None = None,
         client_side: tuple[trio.abc.HalfCloseableStream, trio.abc.Stream] | None = None,
         backend_side: tuple[trio.abc.HalfCloseableStream, trio.abc.Stream] | None = None,
+        hub: Hub | None = None,
     ) -> None:
-        client_end, self.server_end = client_side or trio.testing.memory_stream_pair()
+        """Streams from ``transport`` (memory streams without one), unless given."""
+        pair = transport.pair if transport is not None else trio.testing.memory_stream_pair
+        client_end, self.server_end = client_side or pair()
         self.backend: trio.abc.HalfCloseableStream
-        self.backend, self.backend_end = backend_side or trio.testing.memory_stream_pair()
+        self.backend, self.backend_end = backend_side or pair()
+        self.hub = hub if hub is not None else transport.hub if transport is not None else None
         self.client = WsClient(client_end)
         self.codec = WebSocketCodec(binary=binary)
         self.settings = settings or TunnelSettings()
@@ -112,9 +124,16 @@ class Rig:
 
     async def run(self) -> None:
         try:
-            self.outcome = await run_tunnel(self.server_end, self.backend_end, self.codec, self.settings)
+            self.outcome = await run_tunnel(self.server_end, self.backend_end, self.codec, self.settings, hub=self.hub)
         finally:
             self.done.set()
+
+    def stop_backend_reads(self) -> None:
+        """The backend stops reading for good: the tunnel's writes to it fail."""
+        if isinstance(self.backend, trio.SocketStream):
+            self.backend.socket.shutdown(socket.SHUT_RD)
+        else:
+            self.backend.receive_stream.close()  # type: ignore[attr-defined]
 
 
 @asynccontextmanager
@@ -132,8 +151,8 @@ async def running(rig: Rig) -> AsyncIterator[trio.Nursery]:
 # -- data both ways ----------------------------------------------------------------------
 
 
-async def test_text_tunnel_both_ways(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_text_tunnel_both_ways(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
     async with running(rig):
         await rig.client.send(ws.TextMessage("h\u00e9llo"))
         assert await _read_exactly(rig.backend, 6) == "h\u00e9llo".encode()
@@ -146,10 +165,11 @@ async def test_text_tunnel_both_ways(autojump_clock: trio.testing.MockClock) -> 
     assert messages == []
     assert close.code == 1001
     assert rig.outcome == Outcome(1001, "", "backend")
+    assert transport.entered == (1 if transport.mode == "hub" else 0)  # the path under test was taken
 
 
-async def test_binary_tunnel_both_ways(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig(binary=True)
+async def test_binary_tunnel_both_ways(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport, binary=True)
     async with running(rig):
         await rig.client.send(ws.BytesMessage(b"\xff\x00\xfe"))
         assert await _read_exactly(rig.backend, 3) == b"\xff\x00\xfe"
@@ -162,8 +182,10 @@ async def test_binary_tunnel_both_ways(autojump_clock: trio.testing.MockClock) -
     assert rig.outcome.by == "backend"
 
 
-async def test_fragmented_client_message_reaches_backend(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_fragmented_client_message_reaches_backend(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport)
     async with running(rig):
         await rig.client.send(ws.TextMessage("one ", message_finished=False), ws.Ping(b"between"))
         await rig.client.send(ws.TextMessage("two", message_finished=True))
@@ -174,23 +196,28 @@ async def test_fragmented_client_message_reaches_backend(autojump_clock: trio.te
         await rig.client.until_close()
 
 
-async def test_large_messages_both_ways(autojump_clock: trio.testing.MockClock) -> None:
+async def test_large_messages_both_ways(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
     up = bytes(i % 251 for i in range(3 << 20))
     down = bytes(i % 253 for i in range(3 << 20))
-    rig = Rig(binary=True)
+    rig = Rig(transport, binary=True)
     async with running(rig) as nursery:
         nursery.start_soon(rig.client.send, ws.BytesMessage(up))
         assert await _read_exactly(rig.backend, len(up)) == up
-        await rig.backend.send_all(down)
-        await rig.backend.send_eof()
+
+        async def send_down() -> None:  # while the client reads (socket buffers are finite)
+            await rig.backend.send_all(down)
+            await rig.backend.send_eof()
+
+        nursery.start_soon(send_down)
         messages, close = await rig.client.until_close()
     # one frame per backend read: the chunks add up to the whole payload, in order
     assert b"".join(messages) == down  # type: ignore[arg-type]
     assert close.code == 1001
+    assert transport.entered == (1 if transport.mode == "hub" else 0)  # the path under test was taken
 
 
-async def test_client_ping_is_answered(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_client_ping_is_answered(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
     async with running(rig):
         await rig.client.send(ws.Ping(b"are you there"))
         assert await rig.client.next_event() == ws.Pong(b"are you there")
@@ -201,8 +228,10 @@ async def test_client_ping_is_answered(autojump_clock: trio.testing.MockClock) -
 # -- endings and close codes ------------------------------------------------------------------
 
 
-async def test_backend_eof_sends_queued_data_then_1001(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_backend_eof_sends_queued_data_then_1001(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport)
     await rig.backend.send_all(b"last words")
     await rig.backend.send_eof()
     async with running(rig):
@@ -212,8 +241,10 @@ async def test_backend_eof_sends_queued_data_then_1001(autojump_clock: trio.test
     assert rig.outcome == Outcome(1001, "", "backend")
 
 
-async def test_client_close_replies_1000_after_delivering_data(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_client_close_replies_1000_after_delivering_data(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport)
     async with running(rig):
         # Data and CLOSE in the SAME write: lighttpd loses the data, wstrio must not.
         await rig.client.send(ws.BytesMessage(b"abc"), ws.TextMessage("def"), ws.CloseConnection(4000, "done"))
@@ -222,10 +253,28 @@ async def test_client_close_replies_1000_after_delivering_data(autojump_clock: t
     assert close == ws.CloseConnection(1000, "")
     assert rig.outcome is not None
     assert (rig.outcome.code, rig.outcome.by) == (1000, "client")
+    assert transport.entered == (1 if transport.mode == "hub" else 0)  # the path under test was taken
 
 
-async def test_client_close_in_pipelined_leftover(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_client_close_behind_a_blocked_backend_write_ends_once(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    """Data, then CLOSE, in one write, while the backend does not read: in the
+    hub that is a hand-back with bytes pending *and* the CLOSE; the ending is
+    finished in one place, after the data, whichever path saw it."""
+    big = bytes(i % 241 for i in range(1 << 20))
+    rig = Rig(transport, binary=True)
+    async with running(rig) as nursery:
+        nursery.start_soon(rig.client.send, ws.BytesMessage(big), ws.CloseConnection(1000))
+        await trio.sleep(1)  # the backend reads nothing yet: writes to it block
+        assert await _read_until_eof(rig.backend) == big  # all the data, then EOF
+        close = await rig.client.next_event()
+    assert close == ws.CloseConnection(1000, "")
+    assert rig.outcome == Outcome(1000, "", "client")
+
+
+async def test_client_close_in_pipelined_leftover(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
     early = Connection(ConnectionType.CLIENT)
     leftover = early.send(ws.BytesMessage(b"early")) + early.send(ws.CloseConnection(1000))
     rig.codec = WebSocketCodec(binary=False, leftover=leftover)
@@ -236,18 +285,19 @@ async def test_client_close_in_pipelined_leftover(autojump_clock: trio.testing.M
     assert rig.outcome.by == "client"
 
 
-async def test_protocol_error_is_1002(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_protocol_error_is_1002(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
     async with running(rig):
         await rig.client.stream.send_all(encode_frame(0x1, b"unmasked"))
         _, close = await rig.client.until_close()
     assert close.code == 1002
     assert rig.outcome is not None
     assert (rig.outcome.code, rig.outcome.by) == (1002, "protocol")
+    assert transport.entered == (1 if transport.mode == "hub" else 0)  # the path under test was taken
 
 
-async def test_invalid_utf8_from_client_is_1007(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_invalid_utf8_from_client_is_1007(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
     raw = bytes((0x81, 0x80 | 2)) + b"\0\0\0\0" + b"\xc3\x28"  # masked (zero key) text frame, bad UTF-8
     async with running(rig):
         await rig.client.stream.send_all(raw)
@@ -257,8 +307,10 @@ async def test_invalid_utf8_from_client_is_1007(autojump_clock: trio.testing.Moc
     assert rig.outcome.by == "protocol"
 
 
-async def test_control_frame_over_125_bytes_is_1002(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_control_frame_over_125_bytes_is_1002(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport)
     raw = bytes((0x89, 0x80 | 126)) + (200).to_bytes(2, "big") + b"\0\0\0\0" + b"p" * 200
     async with running(rig):
         await rig.client.stream.send_all(raw)
@@ -266,8 +318,8 @@ async def test_control_frame_over_125_bytes_is_1002(autojump_clock: trio.testing
     assert close.code == 1002
 
 
-async def test_idle_client_gets_1001(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig(settings=TunnelSettings(max_read_idle=10))
+async def test_idle_client_gets_1001(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport, settings=TunnelSettings(max_read_idle=10))
     async with running(rig):
         _, close = await rig.client.until_close()
     assert close.code == 1001
@@ -275,8 +327,10 @@ async def test_idle_client_gets_1001(autojump_clock: trio.testing.MockClock) -> 
     assert (rig.outcome.code, rig.outcome.by) == (1001, "idle")
 
 
-async def test_client_traffic_keeps_idle_timer_from_firing(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig(settings=TunnelSettings(max_read_idle=10))
+async def test_client_traffic_keeps_idle_timer_from_firing(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport, settings=TunnelSettings(max_read_idle=10))
     async with running(rig):
         for i in range(6):  # 6 x 8 s = 48 s > 10 s of idle allowance
             await trio.sleep(8)
@@ -289,8 +343,8 @@ async def test_client_traffic_keeps_idle_timer_from_firing(autojump_clock: trio.
     assert rig.outcome.by == "backend"
 
 
-async def test_backend_read_timeout_is_1011(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig(settings=TunnelSettings(backend_read_timeout=3, max_read_idle=60))
+async def test_backend_read_timeout_is_1011(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport, settings=TunnelSettings(backend_read_timeout=3, max_read_idle=60))
     async with running(rig):
         _, close = await rig.client.until_close()
     assert close.code == 1011
@@ -298,15 +352,16 @@ async def test_backend_read_timeout_is_1011(autojump_clock: trio.testing.MockClo
     assert (rig.outcome.code, rig.outcome.by) == (1011, "backend")
 
 
-async def test_backend_write_failure_is_1011(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
-    rig.backend.receive_stream.close()  # type: ignore[attr-defined]
+async def test_backend_write_failure_is_1011(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
+    rig.stop_backend_reads()
     async with running(rig):
         await rig.client.send(ws.TextMessage("nobody listens"))
         _, close = await rig.client.until_close()
     assert close.code == 1011
     assert rig.outcome is not None
     assert rig.outcome.by == "backend"
+    assert transport.entered == (1 if transport.mode == "hub" else 0)  # the path under test was taken
 
 
 async def test_backend_write_timeout_is_1011(autojump_clock: trio.testing.MockClock) -> None:
@@ -323,9 +378,11 @@ async def test_backend_write_timeout_is_1011(autojump_clock: trio.testing.MockCl
 # -- pings -----------------------------------------------------------------------------------------
 
 
-async def test_answered_pings_keep_the_tunnel_alive(autojump_clock: trio.testing.MockClock) -> None:
+async def test_answered_pings_keep_the_tunnel_alive(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
     answered = 10
-    rig = Rig(settings=TunnelSettings(ping_interval=10, pong_timeout=2, max_read_idle=25))
+    rig = Rig(transport, settings=TunnelSettings(ping_interval=10, pong_timeout=2, max_read_idle=25))
     pings: list[bytes] = []
     async with running(rig):
         while True:
@@ -346,8 +403,8 @@ async def test_answered_pings_keep_the_tunnel_alive(autojump_clock: trio.testing
     assert (rig.outcome.code, rig.outcome.by) == (1011, "ping")
 
 
-async def test_unanswered_ping_is_1011(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig(settings=TunnelSettings(ping_interval=5))
+async def test_unanswered_ping_is_1011(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport, settings=TunnelSettings(ping_interval=5))
     async with running(rig):
         assert isinstance(await rig.client.next_event(), ws.Ping)
         _, close = await rig.client.until_close()
@@ -359,10 +416,10 @@ async def test_unanswered_ping_is_1011(autojump_clock: trio.testing.MockClock) -
 # -- text framing ----------------------------------------------------------------------------------
 
 
-async def test_utf8_split_across_backend_writes(autojump_clock: trio.testing.MockClock) -> None:
+async def test_utf8_split_across_backend_writes(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
     text = "h\u00e9\u2603\U0001f600!"
     data = text.encode()
-    rig = Rig()
+    rig = Rig(transport)
     async with running(rig):
         for i in range(len(data)):  # one backend write (and read) per byte
             await rig.backend.send_all(data[i : i + 1])
@@ -374,8 +431,10 @@ async def test_utf8_split_across_backend_writes(autojump_clock: trio.testing.Moc
     assert messages == ["h", "\u00e9", "\u2603", "\U0001f600", "!"]
 
 
-async def test_incomplete_utf8_at_backend_eof_is_replaced(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_incomplete_utf8_at_backend_eof_is_replaced(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport)
     await rig.backend.send_all(b"ok\xe2\x98")
     await rig.backend.send_eof()
     async with running(rig):
@@ -387,8 +446,8 @@ async def test_incomplete_utf8_at_backend_eof_is_replaced(autojump_clock: trio.t
 # -- cancellation and half-close -----------------------------------------------------------------
 
 
-async def test_cancellation_sends_1001_shutdown(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_cancellation_sends_1001_shutdown(autojump_clock: trio.testing.MockClock, transport: Transport) -> None:
+    rig = Rig(transport)
 
     async def tunnel(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
@@ -408,8 +467,10 @@ async def test_cancellation_sends_1001_shutdown(autojump_clock: trio.testing.Moc
     assert rig.outcome is None  # run_tunnel raised Cancelled instead of returning
 
 
-async def test_client_eof_half_closes_backend_and_tunnel_lives_on(autojump_clock: trio.testing.MockClock) -> None:
-    rig = Rig()
+async def test_client_eof_half_closes_backend_and_tunnel_lives_on(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
+    rig = Rig(transport)
     async with running(rig):
         await rig.client.send(ws.TextMessage("request"))
         await rig.client.stream.send_eof()  # TCP half-close, no CLOSE frame
@@ -424,6 +485,7 @@ async def test_client_eof_half_closes_backend_and_tunnel_lives_on(autojump_clock
     assert close.code == 1001
     assert rig.outcome is not None
     assert rig.outcome.by == "backend"
+    assert transport.entered == (1 if transport.mode == "hub" else 0)  # the path under test was taken
 
 
 # -- backpressure ----------------------------------------------------------------------------------

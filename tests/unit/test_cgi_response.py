@@ -1,4 +1,4 @@
-"""Unit tests for the CGI response-head parser (wstrio._sansio.cgi.environ)."""
+"""Unit tests for the CGI response-head parser (wstrio._sansio.cgi.response)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wstrio._errors import HandshakeRejected
-from wstrio._sansio.cgi.environ import CgiResponseHead, CgiResponseParser
+from wstrio._errors import BackendError
+from wstrio._sansio.cgi.response import CgiResponseHead, CgiResponseParser
 
 WS_ECHO_HEAD = (
     b"Status: 101\n"
@@ -28,11 +28,11 @@ def parse(data: bytes, limit: int | None = None) -> CgiResponseHead:
     return head
 
 
-def rejected(data: bytes, limit: int | None = None) -> HandshakeRejected:
+def rejected(data: bytes, limit: int | None = None) -> BackendError:
     parser = CgiResponseParser() if limit is None else CgiResponseParser(limit)
-    with pytest.raises(HandshakeRejected) as info:
+    with pytest.raises(BackendError) as info:
         parser.feed(data)
-    assert info.value.status_code == 502
+    assert info.value.status == 502
     return info.value
 
 
@@ -244,7 +244,7 @@ def test_head_over_the_limit_across_feeds_is_a_502() -> None:
     parser = CgiResponseParser(limit=64)
     for _ in range(5):
         assert parser.feed(b"X-A: 123456\n") is None  # 12 bytes each: 60 so far
-    with pytest.raises(HandshakeRejected):
+    with pytest.raises(BackendError):
         parser.feed(b"X-A: 123456\n")  # 72 > 64
 
 

@@ -95,20 +95,20 @@ def test_h2_subprotocol_header() -> None:
 @pytest.mark.parametrize("host", [None, b"", b"   "])
 def test_missing_or_blank_host_is_400(host: bytes | None) -> None:
     err = _rejected(_request((b"Host", host)))
-    assert err.status_code == 400
+    assert err.status == 400
     assert "Host" in str(err)
 
 
 def test_host_is_checked_before_version() -> None:
     err = _rejected(_request((b"Host", None), (b"Sec-WebSocket-Version", None)))
-    assert err.status_code == 400
+    assert err.status == 400
     assert err.headers == ()
 
 
 @pytest.mark.parametrize("origin", [None, b"", b"  "])
 def test_missing_origin_is_400_when_origins_set(origin: bytes | None) -> None:
     err = _rejected(_request((b"Origin", origin)), _route(origins=("example.com",)))
-    assert err.status_code == 400
+    assert err.status == 400
     assert "Origin" in str(err)
 
 
@@ -118,7 +118,7 @@ def test_missing_origin_is_fine_without_origins() -> None:
 
 def test_refused_origin_is_403() -> None:
     err = _rejected(_request((b"Origin", b"http://evil.com")), _route(origins=("example.com",)))
-    assert err.status_code == 403
+    assert err.status == 403
     assert "http://evil.com" in str(err)
 
 
@@ -128,13 +128,13 @@ def test_allowed_origin_passes() -> None:
 
 def test_origin_is_checked_before_version() -> None:
     request = _request((b"Origin", b"http://evil.com"), (b"Sec-WebSocket-Version", b"8"))
-    assert _rejected(request, _route(origins=("example.com",))).status_code == 403
+    assert _rejected(request, _route(origins=("example.com",))).status == 403
 
 
 @pytest.mark.parametrize("version", [None, b"8", b"12", b"14", b"", b"thirteen", b"13, 8"])
 def test_bad_version_is_400_with_version_header(version: bytes | None) -> None:
     err = _rejected(_request((b"Sec-WebSocket-Version", version)))
-    assert err.status_code == 400
+    assert err.status == 400
     assert VERSION_HINT in err.headers
 
 
@@ -153,7 +153,7 @@ def test_h2_version_is_checked_too() -> None:
         method="GET", target=b"/", path="/", query="", headers=((b"host", b"h"),), http_version="2", websocket=True
     )
     err = _rejected(request)
-    assert err.status_code == 400
+    assert err.status == 400
     assert VERSION_HINT in err.headers
 
 
@@ -171,7 +171,7 @@ def test_h2_version_is_checked_too() -> None:
 )
 def test_bad_key_is_400(key: bytes | None) -> None:
     err = _rejected(_request((b"Sec-WebSocket-Key", key)))
-    assert err.status_code == 400
+    assert err.status == 400
     assert "Sec-WebSocket-Key" in str(err)
     assert VERSION_HINT not in err.headers
 

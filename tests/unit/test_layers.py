@@ -51,9 +51,6 @@ def _within(names: set[str], prefix: str) -> set[str]:
     return {n for n in names if n == prefix or n.startswith(prefix + ".")}
 
 
-TO_BE_REMOVED = {"wstrio._io.http.exchange", "wstrio._io.http.exchange.Upgraded"}  # relay, this step
-
-
 def _ids(path: Path) -> str:
     return str(path.relative_to(PACKAGE))
 
@@ -79,7 +76,7 @@ def test_config_and_errors_import_nothing_above_them() -> None:
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "_io" / "streams").rglob("*.py")), ids=_ids)
 def test_streams_know_no_http_and_no_handler(path: Path) -> None:
-    modules = imported_modules(path) - TO_BE_REMOVED
+    modules = imported_modules(path)
     for layer in ("h11", "h2", "wstrio._io.http", "wstrio._io.handlers", "wstrio._io.backends", "wstrio._sansio.http"):
         assert not _within(modules, layer), f"{path.name} imports {layer}"
 
@@ -104,8 +101,6 @@ def test_handlers_never_import_each_other(path: Path) -> None:
     if path.name == "dispatch.py":
         return  # the one place that knows every handler
     own = module_name(path)
-    if own == "wstrio._io.handlers.cgi.cgi":
-        return  # TO BE REMOVED in this step: CGI hands non-scripts to the static handler
     family = own.rpartition(".")[0]  # the CGI family shares handlers/cgi/common.py
     others = {
         m

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wstrio._errors import HandshakeRejected
+from wstrio._errors import BadRequest
 from wstrio._sansio.http.request import Request, header_list_size
 
 WS = [
@@ -55,9 +55,9 @@ def test_protocol_name_is_case_insensitive() -> None:
 
 
 def _status(headers: list[tuple[bytes, bytes]], **kwargs: int) -> int:
-    with pytest.raises(HandshakeRejected) as info:
+    with pytest.raises(BadRequest) as info:
         Request.from_h2(headers, **kwargs)  # type: ignore[arg-type]
-    return info.value.status_code
+    return info.value.status
 
 
 def _without(name: bytes) -> list[tuple[bytes, bytes]]:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from wstrio._sansio.websocket.codec import Close, Data, WebSocketCodec, unmask_python
 from wstrio._sansio.websocket import codec as websocket
+from wstrio._sansio.websocket.codec import Close, Data, WebSocketCodec, unmask_python
 
 message = st.one_of(
     st.tuples(st.just("text"), st.text(max_size=300), st.integers(1, 4)),

@@ -25,8 +25,9 @@ import attrs
 import trio
 
 from wstrio._config import ListenAddress, ServerConfig
-from wstrio._io.backends.pool import BackendConnector, SocketConnector
-from wstrio._io.handlers.dispatch import ServerContext
+from wstrio._io.backends.connect import BackendConnector, SocketConnector
+from wstrio._io.context import ServerContext
+from wstrio._io.http.exchange import ConnectionContext
 from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, listener_wants_tls
@@ -237,7 +238,7 @@ async def _serve_connection(
             if stream.selected_alpn_protocol() == "h2":
                 await serve_h2(stream, config, context.dispatch, scheme="https", client=client, server=local)
             else:
-                await serve_h1(stream, config, context.dispatch, scheme="https", client=client, server=local)
+                await serve_h1(stream, ConnectionContext(config, context.dispatch, "https", client, local))
         finally:
             # close_notify, so that the client can tell the end of a response
             # from a cut connection (bounded: the client may not be reading).
@@ -258,7 +259,7 @@ async def _serve_connection(
             )
             return
         initial = preface
-    await serve_h1(stream, config, context.dispatch, client=client, server=local, initial=initial)
+    await serve_h1(stream, ConnectionContext(config, context.dispatch, "http", client, local), initial=initial)
 
 
 async def _accept_loop(
@@ -354,7 +355,7 @@ async def _serve(
             for route_backends in context.backends.values():
                 await route_backends.start(backend_nursery)
             backend_nursery.start_soon(context.timers.run)
-            backend_nursery.start_soon(context.hub.run)
+            await backend_nursery.start(context.hub.run)  # the hub is ready before the first accept
             async with trio.open_nursery() as connection_nursery:
                 target = handler_nursery or connection_nursery
                 for listener in listeners:

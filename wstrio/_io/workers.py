@@ -40,7 +40,7 @@ from wstrio._io.backends.pool import SpawnedPool
 from wstrio._io.backends.process import make_preexec
 from wstrio._io.http.tls import listener_wants_tls
 from wstrio._io.server import open_listeners
-from wstrio._sansio.backends import balance
+from wstrio._sansio.backends.pool import RestartBackoff
 
 __all__ = ["Supervisor", "fixed_pools"]
 
@@ -121,7 +121,7 @@ class Supervisor:
 
     async def _run_worker(self, number: int, inherited: Sequence[tuple[int, bool]], stopping: trio.Event) -> None:
         """Run worker ``number``, restarting it when it dies, until ``stopping`` is set."""
-        backoff = balance.RestartBackoff()
+        backoff = RestartBackoff()
         fds = [fd for fd, _ in inherited]
         spec = ",".join(f"{fd}:tls" if tls else str(fd) for fd, tls in inherited)
         argv = [

@@ -36,11 +36,15 @@ class Router:
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
 
-    def match(self, request: Request) -> Route | None:
-        """The first route that takes ``request``, or ``None`` (static files)."""
-        for route in self.routes:
+    def match(self, request: Request) -> tuple[int, Route] | None:
+        """The first route that takes ``request`` and its index in the routes, or ``None`` (static files).
+
+        The index names the route's state kept elsewhere (its backends, in
+        the I/O layer), without a lookup by identity.
+        """
+        for index, route in enumerate(self.routes):
             if route.handler == "wstunnel" and not request.websocket:
                 continue
             if route_matches_path(route, request.path):
-                return route
+                return index, route
         return None

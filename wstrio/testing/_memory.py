@@ -8,7 +8,7 @@ from typing import final
 import trio
 import trio.testing
 
-from wstrio._io.backends.process import ProcessAddress
+from wstrio._sansio.backends.address import BackendAddress
 
 __all__ = ["MemoryConnector", "MemoryListener"]
 
@@ -60,7 +60,7 @@ class MemoryConnector:
         self.refuse: set[str] = set()
         self.connections = 0
 
-    async def connect(self, address: ProcessAddress) -> trio.abc.Stream:
+    async def connect(self, address: BackendAddress) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
         if str(address) in self.refuse:
             msg = f"connection refused by test: {address}"

@@ -36,13 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import final
 
-import attrs
 import trio
 
 from wstrio._config import Backend
 from wstrio._errors import BackendExited
+from wstrio._sansio.backends.address import BackendAddress, backend_address
 
-__all__ = ["ProcessAddress", "SpawnedProcess", "make_preexec", "process_address", "spawn_backend"]
+__all__ = ["SpawnedProcess", "make_preexec", "spawn_backend"]
 
 log = logging.getLogger("wstrio.backend")
 
@@ -70,39 +70,7 @@ def make_preexec() -> Callable[[], None] | None:
     return preexec
 
 
-@final
-@attrs.frozen
-class ProcessAddress:
-    """Where spawned process ``index`` of a backend listens."""
-
-    family: int
-    address: str | tuple[str, int]
-
-    def __str__(self) -> str:
-        if self.family == socket.AF_UNSPEC:
-            return str(self.address)  # an in-process app
-        if isinstance(self.address, str):
-            return f"unix:{self.address}"
-        return f"{self.address[0]}:{self.address[1]}"
-
-
-def process_address(backend: Backend, index: int) -> ProcessAddress:
-    """``<socket>-<index>`` or ``(host, port + index)``, as lighttpd names them.
-
-    A backend that is not spawned is one process at exactly its configured
-    address (lighttpd reference section 3.3): no ``-<index>`` suffix.
-    """
-    if backend.socket is not None:
-        if not backend.spawned:
-            return ProcessAddress(socket.AF_UNIX, str(backend.socket))
-        return ProcessAddress(socket.AF_UNIX, f"{backend.socket}-{index}")
-    assert backend.host is not None
-    assert backend.port is not None
-    family = socket.AF_INET6 if ":" in backend.host else socket.AF_INET
-    return ProcessAddress(family, (backend.host, backend.port + (index if backend.spawned else 0)))
-
-
-def _already_listening(addr: ProcessAddress) -> bool:
+def _already_listening(addr: BackendAddress) -> bool:
     with socket.socket(addr.family, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         try:
@@ -112,7 +80,7 @@ def _already_listening(addr: ProcessAddress) -> bool:
         return True
 
 
-def _listening_socket(addr: ProcessAddress, backlog: int) -> socket.socket:
+def _listening_socket(addr: BackendAddress, backlog: int) -> socket.socket:
     sock = socket.socket(addr.family, socket.SOCK_STREAM)
     try:
         if addr.family == socket.AF_UNIX:
@@ -154,7 +122,7 @@ class SpawnedProcess:
     :meth:`stop` ends it (kill-signal, then SIGKILL).
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], address: ProcessAddress, kill_signal: int) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], address: BackendAddress, kill_signal: int) -> None:
         self.popen = popen
         self.address = address
         self.kill_signal = kill_signal
@@ -232,7 +200,7 @@ def spawn_backend(backend: Backend, index: int) -> SpawnedProcess | None:
     Raises:
         BackendExited: the program cannot be started (with the reason).
     """
-    addr = process_address(backend, index)
+    addr = backend_address(backend, index)
     if _already_listening(addr):
         log.warning("%s: something already listens at %s; using it instead of spawning", backend.name, addr)
         return None

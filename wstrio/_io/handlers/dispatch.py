@@ -1,69 +1,73 @@
-"""Request dispatch: route a request to its handler."""
+"""Request dispatch: which handler answers a request.
+
+Every handler has one signature, :data:`Handler`: the exchange, the
+:class:`~wstrio._io.context.RouteMatch` (the route and its backends) and the
+:class:`~wstrio._io.context.ServerContext` (config, document root, timers,
+hub, and the way back here for local redirects and declined requests).  A
+request no route takes goes to the static files.
+
+This is the one module that knows every handler; handlers never import
+each other (a test checks it).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import assert_never, final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
-from wstrio._config import ServerConfig
-from wstrio._io.backends.pool import BackendConnector, RouteBackends, make_route_backends
-from wstrio._io.handlers.cgi.cgi import handle_cgi
-from wstrio._io.handlers.cgi.fastcgi import handle_fastcgi
-from wstrio._io.handlers.cgi.scgi import handle_scgi
-from wstrio._io.handlers.proxy import handle_proxy
-from wstrio._io.handlers.static import serve_static
-from wstrio._io.handlers.wstunnel import handle_wstunnel
-from wstrio._io.http.exchange import ClientGone, Exchange, send_simple
-from wstrio._io.streams.fastpath.hub import Hub
-from wstrio._io.streams.tunnel import TimerService
-from wstrio._sansio.routing import Router
+from wstrio._config import HandlerName
+from wstrio._errors import ClientGone
+from wstrio._io.handlers import proxy, static, wstunnel
+from wstrio._io.handlers.cgi import cgi, fastcgi, scgi
+from wstrio._io.http.exchange import Exchange, send_simple
 
-__all__ = ["ServerContext"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["HANDLERS", "Handler", "dispatch", "serve_unrouted"]
 
 log = logging.getLogger("wstrio.connection")
 
+Handler = Callable[[Exchange, "RouteMatch", "ServerContext"], Awaitable[None]]
+"""``handle(exchange, match, ctx)``: answer one request on a matching route.
 
-@final
-class ServerContext:
-    """What every connection of one server shares: config, routes, backends."""
+Error handling: a handler answers its own failures (and logs them); only
+:class:`~wstrio._errors.ClientGone` may propagate.  Anything else is a bug,
+logged by :func:`dispatch` and answered 500 if nothing was sent yet.
+"""
 
-    def __init__(self, config: ServerConfig, connector: BackendConnector, *, spawn: bool = True) -> None:
-        self.config = config
-        self.router = Router(config.routes)
-        self.backends: dict[int, RouteBackends] = make_route_backends(config.routes, connector, spawn=spawn)
-        self._route_index = {id(r): i for i, r in enumerate(config.routes)}
-        self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
-        self.timers = TimerService()
-        self.hub = Hub()
+HANDLERS: Mapping[HandlerName, Handler] = {
+    "wstunnel": wstunnel.handle,
+    "proxy": proxy.handle,
+    "cgi": cgi.handle,
+    "scgi": scgi.handle,
+    "fastcgi": fastcgi.handle,
+}
+"""The handler of each ``handler =`` name (a test checks every name is here)."""
 
-    def backends_for(self, index: int) -> RouteBackends:
-        return self.backends[index]
 
-    async def dispatch(self, exchange: Exchange) -> None:
-        """Answer one request; never raises for a handler's own failure."""
-        request = exchange.request
-        route = self.router.match(request)
-        try:
-            if route is None:
-                await serve_static(exchange, self.config, self.real_root)
-                return
-            index = self._route_index[id(route)]
-            if route.handler == "wstunnel":
-                await handle_wstunnel(exchange, route, self.backends[index], self.config, self.timers, self.hub)
-            elif route.handler == "proxy":
-                await handle_proxy(exchange, route, self.backends[index], self.config, self.hub)
-            elif route.handler == "cgi":
-                await handle_cgi(exchange, route, self.config, self.real_root, self.dispatch)
-            elif route.handler == "scgi":
-                await handle_scgi(exchange, route, self.backends[index], self.config, self.real_root, self.dispatch)
-            elif route.handler == "fastcgi":
-                await handle_fastcgi(exchange, route, self.backends[index], self.config, self.real_root, self.dispatch)
-            else:
-                assert_never(route.handler)  # mypy: every handler name is covered
-        except ClientGone:
-            raise
-        except Exception:
-            log.exception("error while handling %s %s", request.method, request.target.decode("latin-1"))
-            if not exchange.response_started:
-                await send_simple(exchange, 500)
+async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
+    """Answer one request; never raises for a handler's own failure.
+
+    Raises:
+        ClientGone: the client went away (the HTTP layer ends the connection).
+    """
+    request = exchange.request
+    match = ctx.match(request)
+    try:
+        if match is None:
+            await static.handle(exchange, None, ctx)
+        else:
+            await HANDLERS[match.route.handler](exchange, match, ctx)
+    except ClientGone:
+        raise
+    except Exception:
+        log.exception("error while handling %s %s", request.method, request.target.decode("latin-1"))
+        if not exchange.response_started:
+            await send_simple(exchange, 500)
+
+
+async def serve_unrouted(exchange: Exchange, ctx: ServerContext) -> None:
+    """Answer ``exchange`` as a request no route takes: the static files."""
+    await static.handle(exchange, None, ctx)

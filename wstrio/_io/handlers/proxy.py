@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 One request, one backend connection (``Connection: close``, as lighttpd):
 
-1. :func:`~wstrio._sansio.http.proxy.plan_request` decides how the request goes
+1. :func:`~wstrio._sansio.upgrade.plan_request` decides how the request goes
    on (plain HTTP, an HTTP/1.1 ``Upgrade`` passed through, or an HTTP/2
    WebSocket turned into an HTTP/1.1 one); 405/400 end it here.
 2. :meth:`RouteBackends.connect` picks and connects a backend (balancing,
@@ -16,7 +16,7 @@ One request, one backend connection (``Connection: close``, as lighttpd):
    its answer while the body still arrives.  Each direction holds at most
    one chunk: memory does not grow with body sizes.
 4. The backend's answer is judged by
-   :func:`~wstrio._sansio.http.proxy.judge_response`: an ordinary response is
+   :func:`~wstrio._sansio.upgrade.judge_response`: an ordinary response is
    streamed on; a 101 to an upgrade switches the client
    (:meth:`Exchange.upgrade`) and :func:`~wstrio._io.streams.relay.relay` moves raw
    bytes until both sides close.
@@ -35,54 +35,50 @@ bad client body (chunk syntax, ...)    400 (before the response started)
 =====================================  ===================================
 
 Errors never escape the nursery (trio would wrap them in an
-:class:`ExceptionGroup`): each task records the first problem in
-:class:`_ProxyCall` and cancels the nursery, and the problem is acted on
-outside it.
+:class:`ExceptionGroup`): each task reports the first problem to the call's
+:class:`~wstrio._io.first.FirstProblem`, which cancels the nursery, and the
+problem is acted on outside it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 import h11
 import trio
 
 from wstrio._config import Backend, Route, ServerConfig
-from wstrio._errors import BackendUnavailable, HandshakeRejected
-from wstrio._io.backends.pool import BackendLease, RouteBackends
-from wstrio._io.http.exchange import ClientGone, Exchange, send_simple
+from wstrio._errors import (
+    BackendError,
+    BackendUnavailable,
+    BadRequest,
+    ClientGone,
+    HttpError,
+    InvalidResponse,
+    RequestTimeout,
+)
+from wstrio._io.backends.route import BackendLease
+from wstrio._io.first import FirstProblem
+from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 from wstrio._io.streams.relay import relay
-from wstrio._sansio.http.proxy import (
-    ProxyPlan,
-    Reject,
-    Switch,
-    backend_request,
-    host_header,
-    judge_response,
-    new_websocket_key,
-    plan_request,
-)
+from wstrio._sansio.http.proxy import backend_request, host_header
+from wstrio._sansio.upgrade import ProxyPlan, Reject, Switch, judge_response, new_websocket_key, plan_request
 
-__all__ = ["handle_proxy"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["handle"]
 
 log = logging.getLogger("wstrio.connection")
 
 # Largest backend response head (status line plus headers); more is a 502,
 # as lighttpd answers headers over its limit.
 MAX_RESPONSE_HEAD = 64 * 1024
-
-
-class _BackendFailed(Exception):
-    """The backend broke the exchange; ``status`` is the answer if the response has not started."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @final
@@ -106,7 +102,7 @@ class _BackendHttp:
             data = self.h11.send(event)
         except h11.LocalProtocolError as exc:
             msg = f"cannot send the request to the backend: {exc}"
-            raise _BackendFailed(msg, 502) from exc
+            raise BackendError(msg, 502) from exc
         if not data:
             return
         try:
@@ -114,10 +110,10 @@ class _BackendHttp:
                 await self.stream.send_all(data)
         except trio.TooSlowError as exc:
             msg = f"writing to the backend stalled for {self.write_timeout:g} s (write-timeout)"
-            raise _BackendFailed(msg, 504) from exc
+            raise BackendError(msg, 504) from exc
         except BROKEN as exc:
             msg = f"writing to the backend failed: {exc!r}"
-            raise _BackendFailed(msg, 502) from exc
+            raise BackendError(msg, 502) from exc
         self.progress = trio.current_time()
 
     async def next_event(self) -> h11.Event:
@@ -127,10 +123,10 @@ class _BackendHttp:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
                 msg = f"invalid response from the backend: {exc}"
-                raise _BackendFailed(msg, 502) from exc
+                raise BackendError(msg, 502) from exc
             if event is h11.PAUSED:
                 msg = "the backend connection switched protocols unexpectedly"
-                raise _BackendFailed(msg, 502)
+                raise BackendError(msg, 502)
             if event is not h11.NEED_DATA:
                 assert isinstance(event, h11.Event)
                 return event
@@ -143,14 +139,14 @@ class _BackendHttp:
                     data = await self.stream.receive_some(READ_SIZE)
                 except BROKEN as exc:
                     msg = f"reading from the backend failed: {exc!r}"
-                    raise _BackendFailed(msg, 502) from exc
+                    raise BackendError(msg, 502) from exc
             if not scope.cancelled_caught:
                 self.progress = trio.current_time()
                 return bytes(data)
             # A body write may have made progress meanwhile: wait again.
             if trio.current_time() >= self.progress + self.read_timeout:
                 msg = f"the backend sent nothing for {self.read_timeout:g} s (read-timeout)"
-                raise _BackendFailed(msg, 504)
+                raise BackendError(msg, 504)
 
 
 @final
@@ -185,15 +181,11 @@ class _ProxyCall:
         self.lease = lease
         self.conn = _BackendHttp(lease.stream, lease.backend)
         self.key = new_websocket_key() if plan.mode == "websocket-h2" else None
-        self.problem: _Problem | None = None
+        self.first: FirstProblem[_Problem] = FirstProblem()
         self.switch: Switch | None = None
-        self.scope: trio.CancelScope | None = None
 
     def fail(self, message: str, status: int | None, *, client_gone: bool = False) -> None:
-        if self.problem is None:
-            self.problem = _Problem(message, status, client_gone)
-        if self.scope is not None:
-            self.scope.cancel()
+        self.first.report(_Problem(message, status, client_gone))
 
     async def run(self, first_chunk: bytes) -> None:
         request = self.exchange.request
@@ -208,24 +200,24 @@ class _ProxyCall:
             await self.conn.send(h11.Request(method=head.method, target=head.target, headers=head.headers))
             if self.plan.body == "none":
                 await self.conn.send(h11.EndOfMessage())
-        except _BackendFailed as exc:
+        except BackendError as exc:
             self.fail(str(exc), exc.status)
         else:
             async with trio.open_nursery() as nursery:
-                self.scope = nursery.cancel_scope
+                self.first.attach(nursery.cancel_scope)
                 if self.plan.body != "none":
                     nursery.start_soon(self._send_body, first_chunk)
                 await self._respond()
                 # The backend is done (or failed): a body it did not read is
                 # not sent on; the HTTP layer drains or closes the client.
                 nursery.cancel_scope.cancel()
-        if self.switch is not None and self.problem is None:
+        if self.switch is not None and self.first.problem is None:
             await self._relay(self.switch)
             return
         await self._settle()
 
     async def _settle(self) -> None:
-        problem = self.problem
+        problem = self.first.problem
         if problem is None:
             return
         request = self.exchange.request
@@ -253,11 +245,11 @@ class _ProxyCall:
             await self.conn.send(h11.EndOfMessage())
         except ClientGone:
             self.fail("the client went away while sending the request body", None, client_gone=True)
-        except trio.TooSlowError:
+        except RequestTimeout:
             self.fail(f"the client sent no body data for {self.config.max_read_idle:g} s", 408)
-        except h11.RemoteProtocolError as exc:
-            self.fail(f"invalid request body: {exc}", 400)
-        except _BackendFailed as exc:
+        except BadRequest as exc:
+            self.fail(f"invalid request body: {exc.__cause__ or exc}", exc.status)
+        except BackendError as exc:
             if exc.status == 504:
                 self.fail(str(exc), 504)
             # Otherwise the backend stopped reading; it may still answer
@@ -271,7 +263,7 @@ class _ProxyCall:
             while isinstance(event, h11.InformationalResponse) and event.status_code != 101:
                 # 100 Continue, 102, 103: wstrio sends no interim responses.
                 event = await self.conn.next_event()
-        except _BackendFailed as exc:
+        except BackendError as exc:
             self.fail(str(exc), exc.status)
             return
         if not isinstance(event, (h11.Response, h11.InformationalResponse)):
@@ -299,19 +291,20 @@ class _ProxyCall:
                     return
         except ClientGone:
             self.fail("the client went away during the response", None, client_gone=True)
-        except _BackendFailed as exc:
+        except BackendError as exc:
             self.fail(f"{exc} (after the response started)", None)
-        except h11.LocalProtocolError as exc:
+        except InvalidResponse as exc:
             # The backend's response cannot be sent on as it is (a body on
             # a 204, say).
-            self.fail(f"cannot pass the backend's response on: {exc}", 502)
+            self.fail(f"cannot pass the backend's response on: {exc.__cause__ or exc}", 502)
 
     async def _relay(self, switch: Switch) -> None:
         leftover, _closed = self.conn.h11.trailing_data
         upgraded = await self.exchange.upgrade(switch.headers, status=switch.status)
         started = trio.current_time()
         outcome = await relay(
-            upgraded,
+            upgraded.stream,
+            upgraded.leftover,
             self.lease.stream,
             bytes(leftover),
             max_read_idle=self.config.max_read_idle,
@@ -323,17 +316,15 @@ class _ProxyCall:
         )
 
 
-async def handle_proxy(
-    exchange: Exchange, route: Route, backends: RouteBackends, config: ServerConfig, hub: Hub | None = None
-) -> None:
+async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
     """Forward one request on a ``proxy`` route and pass its answer back.
 
     Args:
         exchange: the client's request and response.
-        route: the proxy route that matched.
-        backends: the route's backends (balancing, retries).
-        config: server settings (client timeouts).
-        hub: the server's hub, for relaying an upgraded connection.
+        match: the proxy route that matched, with its backends (balancing,
+            retries).
+        ctx: the server: settings (client timeouts), and the hub, for
+            relaying an upgraded connection.
 
     Cancellation: the backend connection is closed at once and
     :class:`trio.Cancelled` propagates; a response in progress stays
@@ -344,12 +335,13 @@ async def handle_proxy(
     :class:`ClientGone` (the client vanished) propagates.
     """
     request = exchange.request
+    route, config = match.route, ctx.config
     try:
         plan = plan_request(request, route)
-    except HandshakeRejected as exc:
-        log.info("%s %s: %s (%d)", request.method, request.path, exc, exc.status_code)
+    except HttpError as exc:
+        log.info("%s %s: %s (%d)", request.method, request.path, exc, exc.status)
         exchange.set_log_note(str(exc))
-        await send_simple(exchange, exc.status_code, headers=exc.headers)
+        await send_simple(exchange, exc.status, headers=exc.headers)
         return
     if plan.note:
         log.debug("%s %s: %s", request.method, request.path, plan.note)
@@ -359,15 +351,15 @@ async def handle_proxy(
         # (END_STREAM came with the headers) from a stream to send chunked.
         try:
             first_chunk = await exchange.receive_body(READ_SIZE)
-        except trio.TooSlowError:
-            await send_simple(exchange, 408)
+        except RequestTimeout as exc:
+            await send_simple(exchange, exc.status)
             return
         plan = attrs.evolve(plan, body="chunked" if first_chunk else "none")
     try:
-        async with backends.connect(request) as lease:
-            await _ProxyCall(exchange, plan, route, config, lease, hub).run(first_chunk)
+        async with match.backends.connect(request) as lease:
+            await _ProxyCall(exchange, plan, route, config, lease, ctx.hub).run(first_chunk)
     except BackendUnavailable as exc:
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))
         if not exchange.response_started:
-            await send_simple(exchange, 503)
+            await send_simple(exchange, exc.status)

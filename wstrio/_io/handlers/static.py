@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
-from wstrio._config import ServerConfig
 from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._sansio.http.static import content_type, etag_for, http_date, is_not_modified
 
-__all__ = ["serve_static"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["handle"]
 
 _CHUNK = 65536
 
@@ -60,9 +63,14 @@ def _locate(root: str, url_path: str, index_files: tuple[str, ...]) -> tuple[int
     return 0, real, st
 
 
-async def serve_static(exchange: Exchange, config: ServerConfig, real_root: str | None) -> None:
-    """Answer ``exchange`` from the document root (404 when there is none)."""
+async def handle(exchange: Exchange, match: RouteMatch | None, ctx: ServerContext) -> None:
+    """Answer ``exchange`` from the document root (404 when there is none).
+
+    ``match`` is ``None``: the static files answer what no route takes (and
+    what a ``cgi`` route declines).
+    """
     request = exchange.request
+    config, real_root = ctx.config, ctx.real_root
     if real_root is None:
         await send_simple(exchange, 404)
         return

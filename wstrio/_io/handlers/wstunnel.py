@@ -8,19 +8,21 @@ Order, as lighttpd (reference section 2.3): validate the handshake (400/403,
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import trio
 
 from wstrio._config import Route, ServerConfig
 from wstrio._errors import BackendUnavailable, HandshakeRejected
-from wstrio._io.backends.pool import RouteBackends
 from wstrio._io.http.exchange import Exchange, send_simple
-from wstrio._io.streams.fastpath.hub import Hub
-from wstrio._io.streams.tunnel import TimerService, TunnelSettings, run_tunnel
+from wstrio._io.streams.tunnel import TunnelSettings, run_tunnel
 from wstrio._sansio.websocket.codec import WebSocketCodec
 from wstrio._sansio.websocket.handshake import accept_headers, check_websocket
 
-__all__ = ["handle_wstunnel", "tunnel_settings"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["handle", "tunnel_settings"]
 
 log = logging.getLogger("wstrio.connection")
 
@@ -38,30 +40,29 @@ def tunnel_settings(config: ServerConfig, route: Route, backend_read: float, bac
     )
 
 
-async def handle_wstunnel(
-    exchange: Exchange,
-    route: Route,
-    backends: RouteBackends,
-    config: ServerConfig,
-    timers: TimerService | None = None,
-    hub: Hub | None = None,
-) -> None:
-    """Answer a WebSocket handshake on a wstunnel route and run its tunnel."""
+async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
+    """Answer a WebSocket handshake on a wstunnel route and run its tunnel.
+
+    Error handling: a refused handshake gets its status (400, 403), no
+    reachable backend 503; the tunnel's end is noted in the access log.
+    Only :class:`~wstrio._errors.ClientGone` propagates.
+    """
     request = exchange.request
+    route, config = match.route, ctx.config
     try:
         accept = check_websocket(request, route)
     except HandshakeRejected as exc:
-        log.info("%s %s: handshake refused (%d): %s", request.method, request.path, exc.status_code, exc)
+        log.info("%s %s: handshake refused (%d): %s", request.method, request.path, exc.status, exc)
         exchange.set_log_note(str(exc))
-        await send_simple(exchange, exc.status_code, headers=exc.headers)
+        await send_simple(exchange, exc.status, headers=exc.headers)
         return
     try:
-        async with backends.connect(request) as lease:
+        async with match.backends.connect(request) as lease:
             upgraded = await exchange.upgrade(accept_headers(accept, h2=request.h2))
             codec = WebSocketCodec(binary=accept.binary, leftover=upgraded.leftover)
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
-            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, timers, hub)
+            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub)
             exchange.set_log_note(
                 f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
                 f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"
@@ -71,4 +72,4 @@ async def handle_wstunnel(
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))
         if not exchange.response_started:
-            await send_simple(exchange, 503)
+            await send_simple(exchange, exc.status)

@@ -9,15 +9,27 @@ stream, so the same tunnel code runs over both.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Protocol, final
 
 import attrs
 import trio
 
+from wstrio._config import ServerConfig
+from wstrio._errors import ClientGone, WstrioError
 from wstrio._sansio.http.request import Request
 
-__all__ = ["ClientGone", "Dispatch", "Exchange", "Upgraded", "reason_phrase", "send_simple"]
+__all__ = [
+    "ClientGone",
+    "ConnectionContext",
+    "Dispatch",
+    "Exchange",
+    "Upgraded",
+    "map_exceptions",
+    "reason_phrase",
+    "send_simple",
+]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -45,10 +57,6 @@ _REASONS = {
 }
 
 
-class ClientGone(Exception):
-    """The client closed or broke the connection; the exchange stops quietly."""
-
-
 def reason_phrase(status: int) -> bytes:
     """The standard reason phrase for ``status`` (or ``b""``)."""
     return _REASONS.get(status, b"")
@@ -68,7 +76,22 @@ class Upgraded:
 
 
 class Exchange(Protocol):
-    """The response side of one request, for handlers."""
+    """The response side of one request, for handlers.
+
+    Error handling: every method raises only wstrio's own exceptions, the
+    same for HTTP/1.1 and HTTP/2 (each implementation translates its
+    engine's errors once, with :class:`map_exceptions`):
+
+    * :class:`~wstrio._errors.ClientGone`: the client closed or broke the
+      connection, or stopped reading for ``max-write-idle``;
+    * :class:`~wstrio._errors.BadRequest` (from :meth:`receive_body`): the
+      body is malformed (chunk syntax, more than its ``Content-Length``);
+    * :class:`~wstrio._errors.RequestTimeout` (from :meth:`receive_body`):
+      no body data for ``max-read-idle``;
+    * :class:`~wstrio._errors.InvalidResponse` (from the sending methods):
+      the response given breaks HTTP (a body on a 204, more than its
+      ``Content-Length``, a header with CR or LF).
+    """
 
     @property
     def request(self) -> Request:
@@ -125,5 +148,60 @@ async def send_simple(
     await exchange.end_response()
 
 
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+"""What ``isinstance`` takes: one exception type, or a tuple of them (e.g. ``BROKEN``)."""
+
+
+@final
+class map_exceptions:  # lower case: used like a function, as contextlib.suppress
+    """Re-raise foreign exceptions as wstrio's, at the edge of an API (httpcore's ``map_exceptions``).
+
+    ``errors`` maps an exception type (trio's, h11's, ``OSError``) to a
+    function that builds the wstrio exception from it; the first entry that
+    matches wins, and the new exception is chained (``raise ... from exc``).
+    Anything else passes unchanged.  An instance holds no state, so one made
+    at import time serves every ``with`` (it is a class, not a generator
+    context manager, because it runs on every send of every response)::
+
+        _ERRORS = map_exceptions({h11.RemoteProtocolError: lambda exc: BadRequest(str(exc))})
+        with _ERRORS:
+            event = conn.next_event()
+    """
+
+    __slots__ = ("_errors",)
+
+    def __init__(self, errors: Mapping[ExceptionTypes, Callable[[Any], WstrioError]]) -> None:
+        self._errors = tuple(errors.items())
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if exc is None:
+            return
+        for source, make in self._errors:
+            if isinstance(exc, source):
+                raise make(exc) from exc
+
+
 Dispatch = Callable[[Exchange], Awaitable[None]]
 """Answers one request from scratch (the server's router, for local redirects)."""
+
+
+@final
+@attrs.frozen
+class ConnectionContext:
+    """What the HTTP layer needs to serve one client connection."""
+
+    config: ServerConfig
+    """Server settings (timeouts, limits)."""
+    dispatch: Dispatch
+    """Called with each request's exchange."""
+    scheme: str = "http"
+    """``"http"`` or ``"https"``."""
+    client: tuple[str, int] | None = None
+    """The remote address, for the environment and logs (``None``: a unix socket)."""
+    server: tuple[str, int] | None = None
+    """The local address."""

@@ -25,8 +25,9 @@ import h11
 import trio
 
 from wstrio._config import ServerConfig
-from wstrio._errors import HandshakeRejected
-from wstrio._io.http.exchange import ClientGone, Dispatch, Upgraded, reason_phrase
+from wstrio._errors import BadRequest, ClientGone, HttpError, InvalidResponse, RequestTimeout
+from wstrio._io.http.exchange import ConnectionContext, Upgraded, map_exceptions, reason_phrase
+from wstrio._io.streams.pipes import BROKEN
 from wstrio._sansio.http.request import Request
 from wstrio._sansio.http.static import http_date
 from wstrio._version import __version__
@@ -38,6 +39,18 @@ access_log = logging.getLogger("wstrio.access")
 
 SERVER_HEADER = (b"server", f"wstrio/{__version__}".encode())
 _DRAIN_LIMIT = 1 << 20
+
+# The exchange edge: what h11 raises becomes wstrio's own (see Exchange).
+# Broken streams become ClientGone where the stream is used, below.
+_READ_ERRORS = map_exceptions(
+    {h11.RemoteProtocolError: lambda exc: BadRequest(f"invalid request: {exc}", exc.error_status_hint)}
+)
+_WRITE_ERRORS = map_exceptions(
+    {
+        h11.LocalProtocolError: lambda exc: InvalidResponse(f"invalid response: {exc}"),
+        ValueError: lambda exc: InvalidResponse(str(exc)),
+    }
+)
 
 
 class _Date:
@@ -115,7 +128,8 @@ class H1Exchange:
         # The connection stops being HTTP after this response, so h11's
         # state would be thrown away anyway: the 101 is formatted here
         # (h11's send path was a sixth of the cost of a WebSocket handshake).
-        head = format_informational(status, [SERVER_HEADER, *headers])
+        with _WRITE_ERRORS:
+            head = format_informational(status, [SERVER_HEADER, *headers])
         self.status = status
         await self._conn.send_bytes(head)
         self.upgraded = True
@@ -159,17 +173,27 @@ class _H1Connection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_request_field_size)
 
     async def next_event(self, idle: float) -> h11.Event | type[h11.PAUSED]:
+        """The next event from the client.
+
+        Raises:
+            BadRequest: the request (head or body) breaks HTTP, with h11's
+                status hint (400, 431 for a head over the size limit).
+            RequestTimeout: nothing arrived for ``idle`` seconds.
+            ClientGone: the connection broke.
+        """
         while True:
-            event = self.h11.next_event()
+            with _READ_ERRORS:
+                event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
             with trio.move_on_after(idle) as scope:
                 try:
                     data = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                except BROKEN as exc:
                     raise ClientGone from exc
             if scope.cancelled_caught:
-                raise trio.TooSlowError
+                msg = f"the client sent nothing for {idle:g} s"
+                raise RequestTimeout(msg)
             self.h11.receive_data(bytes(data))
 
     async def send_bytes(self, data: bytes) -> None:
@@ -178,14 +202,15 @@ class _H1Connection:
         with trio.move_on_after(self.config.max_write_idle or math.inf) as scope:
             try:
                 await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except BROKEN as exc:
                 raise ClientGone from exc
         if scope.cancelled_caught:
             msg = f"the client read nothing for max-write-idle ({self.config.max_write_idle:g} s)"
             raise ClientGone(msg)
 
     async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+        with _WRITE_ERRORS:
+            data = self.h11.send(event)
         if data:
             await self.send_bytes(data)
 
@@ -206,7 +231,7 @@ async def _send_error(conn: _H1Connection, status: int, headers: Sequence[tuple[
         await conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason_phrase(status)))
         await conn.send(h11.Data(data=body))
         await conn.send(h11.EndOfMessage())
-    except (ClientGone, h11.LocalProtocolError):
+    except (ClientGone, InvalidResponse):
         pass
 
 
@@ -216,30 +241,24 @@ def _peer(address: object) -> tuple[str, int] | None:
     return None
 
 
-async def serve_h1(
-    stream: trio.abc.Stream,
-    config: ServerConfig,
-    dispatch: Dispatch,
-    *,
-    scheme: str = "http",
-    client: tuple[str, int] | None = None,
-    server: tuple[str, int] | None = None,
-    initial: bytes = b"",
-) -> None:
+async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, initial: bytes = b"") -> None:
     """Serve HTTP/1.1 requests on ``stream`` until the connection ends.
 
     Args:
         stream: the client connection (closed by the caller).
-        config: server settings (timeouts, limits).
-        dispatch: called with each request's :class:`H1Exchange`.
-        scheme: ``"http"`` or ``"https"``.
-        client: remote address, for the environment and logs.
-        server: local address.
+        connection: the settings, the dispatcher (called with each
+            request's :class:`H1Exchange`), the scheme and the addresses.
         initial: bytes already read from the stream (protocol sniffing).
 
     Cancellation: returns or raises :class:`trio.Cancelled` at the next
     checkpoint; the caller closes the stream.
+
+    Error handling: a malformed request gets 400 (431 for a head over the
+    limits), a stalled one 408, and the connection closes; a handler's
+    unfinished response closes it too (500 if nothing was sent).
     """
+    config, dispatch = connection.config, connection.dispatch
+    scheme, client, server = connection.scheme, connection.client, connection.server
     conn = _H1Connection(stream, config)
     if initial:
         conn.h11.receive_data(initial)
@@ -251,14 +270,14 @@ async def serve_h1(
         timeout = (config.max_read_idle or math.inf) if served == 0 else config.max_keep_alive_idle
         try:
             event = await conn.next_event(timeout)
-        except trio.TooSlowError:
+        except RequestTimeout:
             if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0] and served:
                 return  # an idle keep-alive connection: just close it
             await _send_error(conn, 408)
             return
-        except h11.RemoteProtocolError as exc:
-            await _send_error(conn, exc.error_status_hint)
-            log.info("%s: bad request: %s", peer, exc)
+        except BadRequest as exc:
+            await _send_error(conn, exc.status)
+            log.info("%s: bad request: %s", peer, exc.__cause__ or exc)
             return
         except ClientGone:
             return
@@ -292,8 +311,8 @@ async def serve_h1(
                 client=client,
                 server=server,
             )
-        except HandshakeRejected as exc:
-            await _send_error(conn, exc.status_code)
+        except HttpError as exc:
+            await _send_error(conn, exc.status, exc.headers)
             log.info("%s: %s", peer, exc)
             return
         close_after = served >= config.max_keep_alive_requests
@@ -319,7 +338,7 @@ async def serve_h1(
                     if not chunk:
                         break
                     drained += len(chunk)
-            except (ClientGone, trio.TooSlowError, h11.RemoteProtocolError):
+            except (ClientGone, HttpError):
                 return
         if conn.h11.their_state is not h11.DONE:
             return

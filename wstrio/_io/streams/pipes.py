@@ -21,7 +21,6 @@ stop using it before the stream is closed.
 from __future__ import annotations
 
 import os
-import socket
 from typing import final
 
 import trio
@@ -129,13 +128,6 @@ class FdPipe(Pipe):
 
     async def send_eof(self) -> None:
         await self._socket_stream.send_eof()
-
-    def shutdown_write_nowait(self) -> None:
-        """Half-close without a checkpoint (for the hub, which never awaits)."""
-        try:
-            self._socket_stream.socket.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the peer is already gone
 
 
 def pipe_for(stream: trio.abc.Stream) -> Pipe:

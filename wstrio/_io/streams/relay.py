@@ -25,7 +25,13 @@ Endings:
   counts both (reference section 13, "make idle bidirectional").
 
 Per chunk the relay does one read, one write and two clock reads; nothing
-per message.  Plain sockets go through :mod:`wstrio._io.streams.pipes`'s file
+per message.  Between two plain sockets with no leftovers, the relay starts
+in the server's hub (:mod:`wstrio._io.streams.fastpath.hub`, handlers in
+:mod:`wstrio._io.streams.fastpath.relay`), which copies without a task
+switch until the first EOF, error or full socket, and hands back one
+:class:`~wstrio._io.streams.fastpath.handback.HandBack`; the pumps then
+start with what it left (bytes not yet written, an EOF already read).
+Plain sockets go through :mod:`wstrio._io.streams.pipes`'s file
 descriptor fast path, and one watchdog task checks the idle and write
 deadlines from timestamps (no cancel scope per operation).
 
@@ -36,16 +42,16 @@ the backend lease for the backend) close them.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
 from typing import Literal, final
 
 import attrs
 import trio
 
-from wstrio._io.http.exchange import Upgraded
+from wstrio._io.first import FirstProblem
+from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio._io.streams.fastpath.hub import Hub
-from wstrio._io.streams.pipes import BROKEN, READ_SIZE, FdPipe, Pipe, pipe_for
+from wstrio._io.streams.fastpath.relay import relay_handlers
+from wstrio._io.streams.pipes import BROKEN, FdPipe, Pipe, pipe_for
 
 __all__ = ["RelayOutcome", "relay"]
 
@@ -74,6 +80,15 @@ class RelayOutcome:
         return f"{how}; {self.bytes_to_backend} bytes up, {self.bytes_to_client} down"
 
 
+# Which direction a failed operation of the hub belongs to.
+_DIRECTION = {
+    "client_read_failed": "client -> backend",
+    "backend_write_failed": "client -> backend",
+    "backend_read_failed": "backend -> client",
+    "client_write_failed": "backend -> client",
+}
+
+
 @final
 class _Relay:
     def __init__(self, max_read_idle: float, max_write_idle: float) -> None:
@@ -84,19 +99,17 @@ class _Relay:
         # When the write to each side started, while one is in progress.
         self.writing: dict[Side, float | None] = {"client": None, "backend": None}
         self.first_eof: Side | None = None
-        self.error: str | None = None
-        self.scope = trio.CancelScope()
+        self.error: FirstProblem[str] = FirstProblem(trio.CancelScope())
         self.watchdog_scope = trio.CancelScope()
         self.pumps = 2
-        # What the hub leaves when it hands the relay back to the pumps.
-        self.handed_back = trio.Event()
-        self.hub_pending: dict[Side, bytes] = {"client": b"", "backend": b""}
-        self.hub_eof: set[Side] = set()
+
+    @property
+    def scope(self) -> trio.CancelScope:
+        assert self.error.scope is not None
+        return self.error.scope
 
     def fail(self, reason: str) -> None:
-        if self.error is None:
-            self.error = reason
-        self.scope.cancel()
+        self.error.report(reason)
 
     async def watchdog(self) -> None:
         """Idleness and stalled writes, checked from timestamps (no cancel scope per operation)."""
@@ -120,54 +133,29 @@ class _Relay:
                 deadline = min(deadline, started + self.write_idle)
             await trio.sleep_until(min(deadline, now + poll))
 
-    # -- the hub's fast path (see wstrio._io.streams.fastpath.hub) ------------------------------
+    def outcome(self) -> RelayOutcome:
+        return RelayOutcome(
+            bytes_to_backend=self.written["backend"],
+            bytes_to_client=self.written["client"],
+            first_eof=self.first_eof,
+            error=self.error.problem,
+        )
 
-    async def run_in_hub(self, hub: Hub, client: FdPipe, backend: FdPipe) -> None:
-        """Let the hub copy bytes until something unusual happens, then return."""
-        hub.register(client.fd, self._copier("client", client.fd, "backend", backend.fd), self._hub_failed)
-        hub.register(backend.fd, self._copier("backend", backend.fd, "client", client.fd), self._hub_failed)
-        try:
-            await self.handed_back.wait()
-        finally:
-            hub.unregister(client.fd)
-            hub.unregister(backend.fd)
+    async def visit(self, hub: Hub, client: FdPipe, backend: FdPipe) -> HandBack:
+        """Let the hub copy bytes until something unusual happens."""
+        on_client, on_backend = relay_handlers(self, client.fd, backend.fd)
+        return await hub.enter(client.fd, backend.fd, on_client, on_backend)
 
-    def _hub_failed(self) -> None:
-        self.fail("internal error in the relay's fast path")
-        self.handed_back.set()
-
-    def _copier(self, source: Side, src: int, target: Side, dst: int) -> Callable[[], None]:
-        def copy() -> None:
-            if self.handed_back.is_set():
-                return
-            try:
-                data = os.read(src, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.fail(f"{source} -> {target}: {exc!r}")
-                self.handed_back.set()
-                return
-            if not data:
-                self.hub_eof.add(source)
-                self.handed_back.set()
-                return
-            self.last_activity = trio.current_time()
-            try:
-                written = os.write(dst, data)
-            except BlockingIOError:
-                written = 0
-            except OSError as exc:
-                self.fail(f"{source} -> {target}: {exc!r}")
-                self.handed_back.set()
-                return
-            self.written[target] += written
-            if written < len(data):
-                # The target is full: backpressure is the pumps' job.
-                self.hub_pending[target] = data[written:]
-                self.handed_back.set()
-
-        return copy
+    def take_back(self, handback: HandBack) -> bool:
+        """End the relay if the hub's hand-back says so; True if the pumps go on."""
+        why = handback.why
+        if why == "fault":
+            self.fail("internal error in the relay's fast path")
+            return False
+        if why in _DIRECTION:
+            self.fail(f"{_DIRECTION[why]}: {handback.error!r}")
+            return False
+        return True
 
     # -- the pumps ------------------------------------------------------------
 
@@ -208,7 +196,7 @@ class _Relay:
         if not isinstance(dst.stream, trio.abc.HalfCloseableStream):
             # No way to pass the EOF on alone: end the relay; the owners
             # close both streams.
-            self.scope.cancel()
+            self.error.stop()
             return
         try:
             await dst.send_eof()
@@ -217,7 +205,8 @@ class _Relay:
 
 
 async def relay(
-    client: Upgraded,
+    client: trio.abc.Stream,
+    client_leftover: bytes,
     backend: trio.abc.Stream,
     backend_leftover: bytes,
     *,
@@ -225,15 +214,15 @@ async def relay(
     max_write_idle: float,
     hub: Hub | None = None,
 ) -> RelayOutcome:
-    """Copy bytes both ways between an upgraded client and a backend until both end.
+    """Copy bytes both ways between a client and a backend until both end.
 
     Args:
-        client: the client's stream after the protocol switch; its
-            ``leftover`` (bytes the client sent behind its request) goes to
-            the backend before anything else.
+        client: the client's stream (after a protocol switch).
+        client_leftover: bytes the client sent that were already read (behind
+            its request); they go to the backend before anything else.
         backend: the backend's stream.
-        backend_leftover: bytes the backend sent behind its 101 that were
-            already read; they go to the client first.
+        backend_leftover: bytes the backend sent that were already read
+            (behind its 101); they go to the client first.
         max_read_idle: seconds with no data in either direction before the
             relay gives up (0 = no limit).
         max_write_idle: seconds a write to either side may stall (0 = no
@@ -253,28 +242,26 @@ async def relay(
     relay and are reported in :attr:`RelayOutcome.error`, never raised.
     """
     state = _Relay(max_read_idle, max_write_idle)
-    client_pipe, backend_pipe = pipe_for(client.stream), pipe_for(backend)
+    client_pipe, backend_pipe = pipe_for(client), pipe_for(backend)
     with state.scope:
         async with trio.open_nursery() as nursery:
             if state.idle < math.inf or state.write_idle < math.inf:
                 nursery.start_soon(state.watchdog)
-            to_backend, to_client = client.leftover, backend_leftover
+            to_backend, to_client = client_leftover, backend_leftover
+            client_eof = backend_eof = False
             if (
                 hub is not None
-                and hub.running
+                and hub.available
                 and isinstance(client_pipe, FdPipe)
                 and isinstance(backend_pipe, FdPipe)
                 and not to_backend
                 and not to_client
             ):
-                await state.run_in_hub(hub, client_pipe, backend_pipe)
-                to_backend, to_client = state.hub_pending["backend"], state.hub_pending["client"]
-            client_eof, backend_eof = "client" in state.hub_eof, "backend" in state.hub_eof
+                handback = await state.visit(hub, client_pipe, backend_pipe)
+                if not state.take_back(handback):
+                    return state.outcome()
+                to_backend, to_client = handback.to_backend, handback.to_client
+                client_eof, backend_eof = handback.why == "client_eof", handback.why == "backend_eof"
             nursery.start_soon(state.pump, "client", client_pipe, "backend", backend_pipe, to_backend, client_eof)
             nursery.start_soon(state.pump, "backend", backend_pipe, "client", client_pipe, to_client, backend_eof)
-    return RelayOutcome(
-        bytes_to_backend=state.written["backend"],
-        bytes_to_client=state.written["client"],
-        first_eof=state.first_eof,
-        error=state.error,
-    )
+    return state.outcome()

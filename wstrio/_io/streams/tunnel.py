@@ -42,8 +42,9 @@ Timers: ``max-read-idle``, ``max-write-idle`` and the backend's
 ``read-timeout``/``write-timeout`` are checked from timestamps the pumps
 update, instead of a cancel scope around every read and write (which cost
 about a tenth of a small message's round trip).  In a server, one
-:class:`TimerService` task checks every tunnel once a second (lighttpd's
-trigger); standalone, a ``watchdog`` sibling does it to the deadline.
+:class:`~wstrio._io.streams.timers.TimerService` task checks every tunnel
+once a second (lighttpd's trigger); standalone, a ``watchdog`` sibling does
+it to the deadline.
 
 Plain sockets are read and written through :mod:`wstrio._io.streams.pipes`'s file
 descriptor fast path; TLS, HTTP/2 and memory streams through their own
@@ -52,20 +53,28 @@ Stream API.
 The hub (:mod:`wstrio._io.streams.fastpath.hub`): a tunnel between two plain sockets, without
 pings, first lives in the server's hub, which moves its data synchronously
 from one epoll set shared by all such tunnels (no task switch per message).
-At the first control frame, EOF, error or write that would block, the hub
-hands the tunnel back, with what was pending (bytes not yet written, events
-not yet handled), and the tasks below take over for the rest of its life.
+Its handlers (:mod:`wstrio._io.streams.fastpath.tunnel`) do per message what
+the tasks do.  At the first control frame, EOF, error or write that would
+block, the hub hands the tunnel back with one
+:class:`~wstrio._io.streams.fastpath.handback.HandBack` (bytes not yet
+written each way, events not yet handled, and why), :meth:`_Tunnel.take_back`
+resumes or ends it, and the tasks above take over for the rest of its life.
+The hub never finishes an ending itself: each ending (a client CLOSE, an
+EOF, a failure) is finished by one method of the task path, wherever it was
+seen.  On resuming, the backend -> client task starts before anything is
+written to the backend: a backend that writes before it reads would
+otherwise never see its bytes read, nor read ours.
 
-One writer: every write to the client goes through :class:`ClientSender`,
-whose lock keeps frames whole.  A write that was cancelled or failed midway
-marks the stream broken, and nothing more is written to it.
+One writer: every write to the client goes through
+:class:`~wstrio._io.streams.sender.ClientSender`, whose lock keeps frames
+whole.  A write that was cancelled or failed midway marks the stream
+broken, and nothing more is written to it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable
 from typing import final
 
@@ -73,11 +82,16 @@ import attrs
 import trio
 from wsproto.frame_protocol import CloseReason
 
+from wstrio._io.first import FirstProblem
+from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio._io.streams.fastpath.hub import Hub
-from wstrio._io.streams.pipes import BROKEN, READ_SIZE, FdPipe, Pipe, pipe_for
+from wstrio._io.streams.fastpath.tunnel import tunnel_handlers
+from wstrio._io.streams.pipes import BROKEN, READ_SIZE, FdPipe, pipe_for
+from wstrio._io.streams.sender import ClientSender
+from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.websocket.codec import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
 
-__all__ = ["READ_SIZE", "ClientSender", "Outcome", "TimerService", "TunnelSettings", "run_tunnel"]
+__all__ = ["READ_SIZE", "Outcome", "TunnelSettings", "run_tunnel"]
 
 log = logging.getLogger("wstrio.tunnel")
 
@@ -109,78 +123,8 @@ class Outcome:
     code: int | None
     reason: str
     by: str
-    """``client``, ``backend``, ``protocol``, ``idle``, ``ping`` or ``shutdown``."""
-
-
-@final
-class ClientSender:
-    """The one write path to the client.
-
-    The lock keeps frames whole when the ping task and the data task both
-    write.  It is taken without a checkpoint when free (the write itself
-    is one), which matters on the hot path.
-    """
-
-    def __init__(self, pipe: Pipe) -> None:
-        self.pipe = pipe
-        self.lock = trio.Lock()
-        self.broken = False
-        self.bytes_sent = 0
-        self.write_started: float | None = None
-
-    async def send(self, data: bytes) -> bool:
-        """Send ``data`` whole; False if the client is gone."""
-        if self.broken:
-            return False
-        try:
-            self.lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self.lock.acquire()
-        ok = False
-        try:
-            self.write_started = trio.current_time()
-            await self.pipe.send_all(data)
-            ok = True
-        except BROKEN:
-            pass
-        finally:
-            self.write_started = None
-            self.lock.release()
-            # Cancelled or failed midway: a partial frame may be on the
-            # wire, so nothing else may follow it.
-            if not ok:
-                self.broken = True
-        self.bytes_sent += len(data)
-        return ok
-
-
-@final
-class TimerService:
-    """Checks every registered tunnel's timers once a second.
-
-    This is lighttpd's once-a-second trigger: one task per server instead of
-    a timer task per tunnel, which costs a task spawn (and its memory) per
-    connection.  Timeouts fire up to one second late, as in lighttpd.
-    """
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._tunnels: set[_Tunnel] = set()
-
-    def add(self, tunnel: _Tunnel) -> None:
-        self._tunnels.add(tunnel)
-
-    def discard(self, tunnel: _Tunnel) -> None:
-        self._tunnels.discard(tunnel)
-
-    async def run(self) -> None:
-        """Check the timers forever (run it in the server's nursery)."""
-        while True:
-            await trio.sleep(self.interval)
-            now = trio.current_time()
-            for tunnel in list(self._tunnels):
-                if tunnel.check_timers(now) is None:
-                    self._tunnels.discard(tunnel)
+    """``client``, ``backend``, ``protocol``, ``idle``, ``ping``, ``shutdown``,
+    or ``fault`` (the hub failed for this tunnel)."""
 
 
 @final
@@ -197,11 +141,11 @@ class _Tunnel:
         self.codec = codec
         self.settings = settings
         self.sender = ClientSender(self.client)
-        self.outcome: Outcome | None = None
-        self.scope: trio.CancelScope | None = None
+        self.ending: FirstProblem[Outcome] = FirstProblem()
         self.pong: trio.Event | None = None  # created by the pinger
         self.bytes_to_backend = 0
         self.client_eof = False
+        self.tasks_started = False
         now = trio.current_time()
         # Timestamps read by the watchdog (one timer per tunnel instead of a
         # cancel scope around every read and write).
@@ -209,20 +153,14 @@ class _Tunnel:
         self.last_backend_read = now
         self.backend_write_started: float | None = None
         self.framer = None if codec.binary else TextFramer()
-        # What the hub leaves for the tasks when it hands the tunnel back.
-        self.pending_to_backend = b""
-        self.pending_to_client = b""
-        self.pending_events: list[Data | Ping | Pong | Close] = []
-        self.client_failed = False
-        self.backend_failed = False
-        self.backend_eof = False
-        self._handed_back = trio.Event()
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self.ending.problem
 
     def finish(self, code: int | None, reason: str, by: str) -> None:
-        if self.outcome is None:
-            self.outcome = Outcome(code, reason, by)
-        assert self.scope is not None
-        self.scope.cancel()
+        """Record how the tunnel ends (the first call wins) and stop its tasks."""
+        self.ending.report(Outcome(code, reason, by))
 
     def check_timers(self, now: float) -> float | None:
         """End the tunnel if a timer expired (return None); else return the next deadline."""
@@ -263,140 +201,118 @@ class _Tunnel:
                 return
             await trio.sleep_until(min(deadline, now + poll))
 
-    # -- the hub's fast path (see wstrio._io.streams.fastpath.hub) ------------------------------
+    # -- the body of the nursery ----------------------------------------------
 
-    def can_use_hub(self) -> bool:
-        return isinstance(self.client, FdPipe) and isinstance(self.backend, FdPipe) and self.settings.ping_interval <= 0
+    async def run(self, nursery: trio.Nursery, hub: Hub | None) -> None:
+        """The tunnel's life: in the hub while it may, then on its tasks."""
+        if hub is not None and self.can_use_hub(hub):
+            handback = await self.visit(hub)
+            if not await self.take_back(handback, nursery):
+                return
+        self.start_tasks(nursery)
+        # The client -> backend pump runs in this task, the nursery's
+        # body: one task fewer per tunnel (memory per idle tunnel).
+        await self.client_to_backend()
 
-    async def run_in_hub(self, hub: Hub) -> None:
-        """Let the hub move the data until it hands the tunnel back (or we are cancelled)."""
+    def start_tasks(self, nursery: trio.Nursery) -> None:
+        if self.tasks_started:
+            return
+        self.tasks_started = True
+        nursery.start_soon(self.backend_to_client)
+        if self.settings.ping_interval > 0:
+            nursery.start_soon(self.pinger)
+
+    # -- the hub (see wstrio._io.streams.fastpath) -----------------------------
+
+    def can_use_hub(self, hub: Hub) -> bool:
+        return (
+            hub.available
+            and isinstance(self.client, FdPipe)
+            and isinstance(self.backend, FdPipe)
+            and self.settings.ping_interval <= 0
+        )
+
+    async def visit(self, hub: Hub) -> HandBack:
+        """Let the hub move the data until it hands the tunnel back."""
         assert isinstance(self.client, FdPipe)
         assert isinstance(self.backend, FdPipe)
         cfd, bfd = self.client.fd, self.backend.fd
-        self._forward_client_events()  # bytes pipelined behind the handshake
-        if self._handed_back.is_set():
-            return
-        hub.register(cfd, self._client_readable, self._hub_failed)
-        hub.register(bfd, self._backend_readable, self._hub_failed)
-        try:
-            await self._handed_back.wait()
-        finally:
-            hub.unregister(cfd)
-            hub.unregister(bfd)
+        forward, on_client, on_backend = tunnel_handlers(self, cfd, bfd)
+        handback = forward()  # bytes pipelined behind the handshake
+        if handback is None:
+            handback = await hub.enter(cfd, bfd, on_client, on_backend)
+        return handback
 
-    def _hand_back(self) -> None:
-        self._handed_back.set()
-
-    def _hub_failed(self) -> None:
-        # A bug in the fast path: end this tunnel as a backend error would.
-        self.backend_failed = True
-        self._hand_back()
-
-    def _client_readable(self) -> None:
-        if self._handed_back.is_set():
-            return
-        assert isinstance(self.client, FdPipe)
-        try:
-            data = os.read(self.client.fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.client_failed = True
-            self._hand_back()
-            return
-        self.last_client_read = trio.current_time()
-        if not data:
-            self.client_eof = True
-            self._hand_back()
-            return
-        self.codec.receive_data(data)
-        self._forward_client_events()
-
-    def _forward_client_events(self) -> None:
-        payload = b""
-        for event in self.codec.events():
-            if isinstance(event, Data):
-                payload = event.data  # events() gives all data first, as one event
-            else:
-                self.pending_events.append(event)
-        if payload:
-            assert isinstance(self.backend, FdPipe)
-            try:
-                written = os.write(self.backend.fd, payload)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                written = 0
-                self.backend_failed = True
-            self.bytes_to_backend += written
-            if written < len(payload):
-                self.pending_to_backend = payload[written:]
-                self._hand_back()
-                return
-        if self.pending_events:
-            if len(self.pending_events) == 1 and self._close_in_hub(self.pending_events[0]):
-                self.pending_events = []
-            self._hand_back()
-
-    def _close_in_hub(self, event: Data | Ping | Pong | Close) -> bool:
-        """A client's CLOSE with everything written: finish here, without the tasks.
-
-        The common end of a tunnel (the client leaves) would otherwise start
-        the backend -> client task only to cancel it.  Returns False to let
-        the tasks handle it.
-        """
-        if not isinstance(event, Close) or event.error:
+    async def take_back(self, handback: HandBack, nursery: trio.Nursery) -> bool:
+        """Resume or end the tunnel as the hub left it; True if the tasks go on."""
+        why = handback.why
+        if why == "fault":
+            self.finish(CloseReason.INTERNAL_ERROR, "internal error in the hub", "fault")
             return False
-        assert isinstance(self.backend, FdPipe)
-        assert isinstance(self.client, FdPipe)
-        self.backend.shutdown_write_nowait()
-        frame = self.codec.close(CloseReason.NORMAL_CLOSURE)
-        try:
-            written = os.write(self.client.fd, frame)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            self.sender.broken = True
-            written = len(frame)
-        self.pending_to_client = frame[written:]
-        self.outcome = Outcome(CloseReason.NORMAL_CLOSURE, "", "client")
+        if why == "client_read_failed":
+            self._client_lost()
+            return False
+        if why == "client_write_failed":
+            self._client_gone()
+            return False
+        if why == "backend_read_failed":
+            self._backend_failed("read", handback.error)
+            return False
+        if why == "backend_write_failed":
+            self._backend_failed("write", handback.error)
+            return False
+        if why == "backend_eof":
+            await self._backend_ended()
+            return False
+        # "blocked", "events" or "client_eof": the tunnel goes on.
+        if handback.to_client:
+            self.sender.resume_with(handback.to_client)
+        if handback.to_backend:
+            # Start reading the backend before writing to it (see the module
+            # docstring: no deadlock with a backend that writes first).
+            self.start_tasks(nursery)
+            if not await self._to_backend(handback.to_backend):
+                return False
+        if handback.events and not await self._handle(handback.events):
+            return False
+        if why == "client_eof":
+            self.start_tasks(nursery)
+            await self._client_ended()
         return True
 
-    def _backend_readable(self) -> None:
-        if self._handed_back.is_set():
-            return
-        assert isinstance(self.backend, FdPipe)
-        assert isinstance(self.client, FdPipe)
-        try:
-            data = os.read(self.backend.fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            self.backend_failed = True
-            self._hand_back()
-            return
-        self.last_backend_read = trio.current_time()
-        if not data:
-            self.backend_eof = True
-            self._hand_back()
-            return
-        if self.framer is not None:
-            data = self.framer.feed(data)
-            if not data:
-                return
-        frame = self.codec.data(data)
-        try:
-            written = os.write(self.client.fd, frame)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            self.client_failed = True
-            self._hand_back()
-            return
-        self.sender.bytes_sent += written
-        if written < len(frame):
-            self.pending_to_client = frame[written:]
-            self._hand_back()
+    # -- endings: each one finished here, wherever it was seen ----------------
+
+    def _client_lost(self) -> None:
+        self.sender.broken = True
+        self.finish(None, "client connection lost", "client")
+
+    def _client_gone(self) -> None:
+        self.sender.broken = True
+        self.finish(None, "client gone", "client")
+
+    def _backend_failed(self, what: str, exc: BaseException | None) -> None:
+        log.info("backend %s failed: %r", what, exc)
+        self.finish(CloseReason.INTERNAL_ERROR, f"backend {what} failed", "backend")
+
+    async def _client_closed(self) -> None:
+        """The client's CLOSE, with everything it sent before it written."""
+        # Now the backend sees EOF (lighttpd loses data that arrives in the
+        # same read as the CLOSE); the reply goes out in close().
+        await self._backend_eof()
+        self.finish(CloseReason.NORMAL_CLOSURE, "", "client")
+
+    async def _client_ended(self) -> None:
+        """TCP half-close without a CLOSE frame: pass the EOF on, and let the
+        backend finish; it closing ends the tunnel (1001), or the idle timeout does."""
+        self.client_eof = True
+        await self._backend_eof()
+        await trio.sleep_forever()
+
+    async def _backend_ended(self) -> None:
+        """Backend EOF: the data first, then 1001."""
+        if self.framer is not None and (tail := self.framer.flush()):
+            await self.sender.send(self.codec.data(tail))
+        self.finish(CloseReason.GOING_AWAY, "", "backend")
 
     # -- the tasks ------------------------------------------------------------
 
@@ -405,8 +321,7 @@ class _Tunnel:
         try:
             await self.backend.send_all(data)
         except BROKEN as exc:
-            self.finish(CloseReason.INTERNAL_ERROR, "backend write failed", "backend")
-            log.info("backend write failed: %r", exc)
+            self._backend_failed("write", exc)
             return False
         finally:
             self.backend_write_started = None
@@ -421,50 +336,22 @@ class _Tunnel:
 
     async def client_to_backend(self) -> None:
         codec = self.codec
-        # What the hub left: data it could not write, events it does not handle.
-        if self.client_failed:
-            self.sender.broken = True
-            self.finish(None, "client connection lost", "client")
-            return
-        if self.backend_failed:
-            self.finish(CloseReason.INTERNAL_ERROR, "backend write failed", "backend")
-            return
-        if self.pending_to_backend:
-            pending, self.pending_to_backend = self.pending_to_backend, b""
-            if not await self._to_backend(pending):
-                return
-        if self.pending_events:
-            events, self.pending_events = self.pending_events, []
-            if not await self._handle(events):
-                return
-        if self.client_eof:
-            await self._backend_eof()
-            await trio.sleep_forever()
         # Bytes pipelined behind the handshake were fed to the codec already.
-        if not await self._handle_events():
+        if not await self._handle(codec.events()):
             return
         receive = self.client.receive
         while True:
             try:
                 data = await receive()
             except BROKEN:
-                self.sender.broken = True
-                self.finish(None, "client connection lost", "client")
+                self._client_lost()
                 return
             self.last_client_read = trio.current_time()
             if not data:
-                # TCP half-close without a CLOSE frame: pass the EOF on, and
-                # let the backend finish; it closing ends the tunnel (1001),
-                # or the idle timeout does.
-                self.client_eof = True
-                await self._backend_eof()
-                await trio.sleep_forever()
+                await self._client_ended()
             codec.receive_data(data)
-            if not await self._handle_events():
+            if not await self._handle(codec.events()):
                 return
-
-    async def _handle_events(self) -> bool:
-        return await self._handle(self.codec.events())
 
     async def _handle(self, events: Iterable[Data | Ping | Pong | Close]) -> bool:
         for event in events:
@@ -480,11 +367,7 @@ class _Tunnel:
                 if event.error:
                     self.finish(event.code, event.reason, "protocol")
                 else:
-                    # Everything the client sent before its CLOSE has been
-                    # written; now the backend sees EOF (lighttpd loses data
-                    # that arrives in the same read as the CLOSE).
-                    await self._backend_eof()
-                    self.finish(CloseReason.NORMAL_CLOSURE, "", "client")
+                    await self._client_closed()
                 return False
         return True
 
@@ -493,35 +376,25 @@ class _Tunnel:
         framer = self.framer
         receive = self.backend.receive
         send = self.sender.send
-        if self.pending_to_client:
-            pending, self.pending_to_client = self.pending_to_client, b""
-            if not await send(pending):
-                self.finish(None, "client gone", "client")
-                return
-        if self.backend_eof:
-            if framer is not None and (tail := framer.flush()):
-                await send(codec.data(tail))
-            self.finish(CloseReason.GOING_AWAY, "", "backend")
+        if not await self.sender.flush():  # the rest of a frame the hub half-wrote
+            self._client_gone()
             return
         while True:
             try:
                 data = await receive()
             except BROKEN as exc:
-                log.info("backend read failed: %r", exc)
-                self.finish(CloseReason.INTERNAL_ERROR, "backend read failed", "backend")
+                self._backend_failed("read", exc)
                 return
             self.last_backend_read = trio.current_time()
             if not data:
-                if framer is not None and (tail := framer.flush()):
-                    await send(codec.data(tail))
-                self.finish(CloseReason.GOING_AWAY, "", "backend")
+                await self._backend_ended()
                 return
             if framer is not None:
                 data = framer.feed(data)
                 if not data:
                     continue
             if not await send(codec.data(data)):
-                self.finish(None, "client gone", "client")
+                self._client_gone()
                 return
 
     async def pinger(self) -> None:
@@ -531,7 +404,7 @@ class _Tunnel:
             await trio.sleep(interval)
             self.pong = pong = trio.Event()
             if not await self.sender.send(self.codec.ping(b"ping")):
-                self.finish(None, "client gone", "client")
+                self._client_gone()
                 return
             with trio.move_on_after(pong_timeout):
                 await pong.wait()
@@ -583,8 +456,9 @@ async def run_tunnel(
         backend: the backend's byte stream.
         codec: the client's WebSocket codec.
         settings: timers.
-        timers: the server's :class:`TimerService`; without one, the tunnel
-            runs its own watchdog task (exact to the deadline).
+        timers: the server's :class:`~wstrio._io.streams.timers.TimerService`;
+            without one, the tunnel runs its own watchdog task (exact to the
+            deadline).
         hub: the server's :class:`~wstrio._io.streams.fastpath.hub.Hub`; plain-socket tunnels
             without pings start there and come back to their tasks at the
             first event that is not plain data.
@@ -600,31 +474,23 @@ async def run_tunnel(
     shutdown = True
     try:
         async with trio.open_nursery() as nursery:
-            tunnel.scope = nursery.cancel_scope
+            tunnel.ending.attach(nursery.cancel_scope)
             if timers is None:
                 nursery.start_soon(tunnel.watchdog)
             else:
                 timers.add(tunnel)
-            if hub is not None and hub.running and tunnel.can_use_hub():
-                await tunnel.run_in_hub(hub)
-            if tunnel.outcome is None:
-                nursery.start_soon(tunnel.backend_to_client)
-                if settings.ping_interval > 0:
-                    nursery.start_soon(tunnel.pinger)
-                # The client -> backend pump runs in this task, the nursery's
-                # body: one task fewer per tunnel (memory per idle tunnel).
-                await tunnel.client_to_backend()
-            else:
-                # It ended in the hub (the client closed): what may be left is
-                # the rest of our CLOSE frame, when the client's socket was full.
-                if tunnel.pending_to_client:
-                    await tunnel.sender.send(tunnel.pending_to_client)
-                nursery.cancel_scope.cancel()  # the watchdog, if any
+            await tunnel.run(nursery, hub)
+            # Ended without the tasks (in the hub, or as it handed back):
+            # stop the watchdog, if any.  (A task that ended the tunnel has
+            # cancelled the nursery already.)
+            nursery.cancel_scope.cancel()
         shutdown = False
     finally:
         if timers is not None:
             timers.discard(tunnel)
         if tunnel.outcome is None:
-            tunnel.outcome = Outcome(CloseReason.GOING_AWAY, "server shutting down", "shutdown")
+            tunnel.finish(CloseReason.GOING_AWAY, "server shutting down", "shutdown")
         await tunnel.close(shutdown)
-    return tunnel.outcome
+    outcome = tunnel.outcome
+    assert outcome is not None
+    return outcome

@@ -2,11 +2,14 @@
 
 Theory of operation: the TOML document (or any mapping of the same shape) is
 walked once, table by table.  Each table has a schema: a mapping of allowed
-keys to small parser functions.  A parser returns the converted value or
-raises :class:`_Bad` with a message that says what is allowed; the walker
-records ``(key path, message)`` and carries on, so one run reports every
-problem.  Only when there are none are the frozen attrs objects of
-:mod:`wstrio._config` built.  Relative paths are resolved against the
+keys to small parser functions (:mod:`wstrio._sansio.config.values`).  A
+parser returns the converted value or raises
+:class:`~wstrio._sansio.config.values.Bad` with a message that says what is
+allowed; the walker records ``(key path, message)`` and carries on, so one
+run reports every problem.  Only when there are none are the frozen attrs
+objects of :mod:`wstrio._config` built, and they check their values
+themselves (:func:`wstrio._config.check_config`): a problem found there
+still names the file and the key.  Relative paths are resolved against the
 directory of the configuration file.
 
 Never imports trio.
@@ -14,355 +17,67 @@ Never imports trio.
 
 from __future__ import annotations
 
-import importlib
-import ipaddress
 import os
-import re
-import shlex
 import signal
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from wstrio._config import Backend, ListenAddress, Route, ServerConfig, TlsConfig
+from wstrio._config import (
+    BACKEND_HANDLERS,
+    BALANCES,
+    GATEWAY_HANDLERS,
+    HANDLERS,
+    Backend,
+    Route,
+    ServerConfig,
+    TlsConfig,
+)
 from wstrio._errors import ConfigError
+from wstrio._sansio.config.values import (
+    Walker,
+    assign,
+    boolean,
+    choice,
+    environment,
+    import_object,
+    integer,
+    parse_listen,
+    regex,
+    seconds,
+    signal_number,
+    string,
+    string_table,
+    strings,
+    workers,
+)
 
 __all__ = ["config_from_mapping", "load_config", "parse_listen"]
 
-HANDLERS = ("wstunnel", "proxy", "cgi", "scgi", "fastcgi")
-BALANCES = ("fair", "least-connection", "round-robin", "hash", "sticky")
-BACKEND_HANDLERS = ("wstunnel", "proxy", "scgi", "fastcgi")
-GATEWAY_HANDLERS = ("cgi", "scgi", "fastcgi")
 
-
-class _Bad(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _bad(message: str) -> NoReturn:
-    raise _Bad(message)
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-class _Walker:
-    def __init__(self, source: str, base: Path) -> None:
-        self.source = source
-        self.base = base
-        self.problems: list[tuple[str, str]] = []
-
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append((path, message))
-
-    def table(
-        self,
-        data: object,
-        path: str,
-        schema: Mapping[str, Callable[[Any], Any]],
-        *,
-        required: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
-        """Parse ``data`` as a table with ``schema``; return the keys that parsed."""
-        if not isinstance(data, Mapping):
-            self.problem(path, f"must be a table, not {_type_name(data)}")
-            return {}
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            key_path = f"{path}.{key}" if path else str(key)
-            parser = schema.get(key)
-            if parser is None:
-                hint = ""
-                if isinstance(key, str) and key.replace("_", "-") in schema:
-                    hint = f" (did you mean {key.replace('_', '-')!r}? keys use dashes)"
-                allowed = ", ".join(sorted(schema))
-                self.problem(key_path, f"unknown key{hint}; allowed keys here: {allowed}")
-                continue
-            try:
-                out[key] = parser(value)
-            except _Bad as exc:
-                self.problem(key_path, exc.message)
-        for key in required:
-            if key not in data:
-                self.problem(f"{path}.{key}" if path else key, "is required")
-        return out
-
-    # -- value parsers -------------------------------------------------------
-
-    def path(self, value: object) -> Path:
-        text = _string(value)
-        if not text:
-            _bad("must be a non-empty path")
-        p = Path(os.path.expanduser(text))
-        return p if p.is_absolute() else self.base / p
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        _bad(f"must be a string, not {_type_name(value)} {value!r}")
-    return value
-
-
-def _bool(value: object) -> bool:
-    # lighttpd spells booleans "enable"/"disable" and 1/0; accept those too.
-    if isinstance(value, bool):
-        return value
-    if value in ("enable", 1):
-        return True
-    if value in ("disable", 0):
-        return False
-    _bad(f"must be true or false, not {value!r}")
-
-
-def _int(low: int | None = None, high: int | None = None) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _bad(f"must be an integer, not {_type_name(value)} {value!r}")
-        if low is not None and value < low:
-            _bad(f"must be at least {low}, not {value}")
-        if high is not None and value > high:
-            _bad(f"must be at most {high}, not {value}")
-        return value
-
-    return parse
-
-
-def _seconds(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _bad(f"must be a number of seconds, not {_type_name(value)} {value!r}")
-    if value < 0 or value != value or value == float("inf"):
-        _bad(f"must be a finite number of seconds >= 0, not {value!r}")
-    return float(value)
-
-
-def _choice(*choices: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        text = _string(value)
-        if text not in choices:
-            allowed = ", ".join(repr(c) for c in choices)
-            _bad(f"must be one of {allowed}, not {text!r}")
-        return text
-
-    return parse
-
-
-def _strings(*, nonempty_items: bool = True) -> Callable[[object], tuple[str, ...]]:
-    def parse(value: object) -> tuple[str, ...]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            _bad(f"must be an array of strings, not {_type_name(value)} {value!r}")
-        out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                _bad(f"item {i} must be a string, not {_type_name(item)} {item!r}")
-            if nonempty_items and not item:
-                _bad(f"item {i} must not be empty")
-            out.append(item)
-        return tuple(out)
-
-    return parse
-
-
-def _string_table(value: object) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, Mapping):
-        _bad(f"must be a table of strings, not {_type_name(value)} {value!r}")
-    out = []
-    for k, v in value.items():
-        if not isinstance(v, str):
-            _bad(f"value of {k!r} must be a string, not {_type_name(v)} {v!r}")
-        out.append((str(k), v))
-    return tuple(out)
-
-
-def _assign(value: object) -> tuple[tuple[str, str], ...]:
-    # lighttpd cgi.assign: suffix -> interpreter; "" runs the file itself.
-    # The interpreter is execve()d, not looked up in PATH, so it must be absolute.
-    pairs = _string_table(value)
-    out = []
-    for suffix, interpreter in pairs:
-        program = os.path.expanduser(interpreter) if interpreter else ""
-        if program and not os.path.isabs(program):
-            _bad(
-                f"value of {suffix!r} must be an absolute path to an interpreter (e.g. '/usr/bin/python3'),"
-                f" or '' to execute the script itself, not {interpreter!r}"
-            )
-        out.append((suffix, program))
-    return tuple(out)
-
-
-def _environment(value: object) -> tuple[tuple[str, str], ...]:
-    pairs = _string_table(value)
-    for name, text in pairs:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            _bad(f"variable name {name!r} must be letters, digits and '_', not starting with a digit")
-        if "\0" in text:
-            _bad(f"value of {name!r} must not contain a NUL character")
-    return pairs
-
-
-def _regex(value: object) -> re.Pattern[str]:
-    text = _string(value)
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        _bad(f"is not a valid regular expression ({exc}): {text!r}")
-
-
-def _signal(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return int(signal.Signals(value))
-        except ValueError:
-            _bad(f"is not a signal number: {value}")
-    text = _string(value).upper()
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    try:
-        return int(signal.Signals[text])
-    except KeyError:
-        _bad(f"must be a signal name such as 'SIGTERM' or 'SIGINT', or a number, not {value!r}")
-
-
-def _import_object(value: object) -> Any:
-    text = _string(value)
-    module_name, sep, attr = text.partition(":")
-    if not sep or not module_name or not attr:
-        _bad(f"must be 'package.module:function', not {text!r}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # import errors of user code: report, do not crash check
-        _bad(f"cannot import {text!r}: {type(exc).__name__}: {exc}")
-    if not callable(obj):
-        _bad(f"{text!r} is not callable")
-    return obj
-
-
-def _workers(value: object) -> int:
-    if value == "auto":
-        return os.cpu_count() or 1
-    return _int(1, 256)(value)
-
-
-def parse_listen(text: str, base: Path | None = None) -> ListenAddress:
-    """Parse ``"host:port"``, ``"[v6]:port"``, ``":port"`` or ``"unix:/path"``.
-
-    Raises:
-        ValueError: with a message that says which forms are allowed.
-    """
-    try:
-        return _listen_string(text, base or Path.cwd())
-    except _Bad as exc:
-        raise ValueError(exc.message) from None
-
-
-def _listen_string(text: str, base: Path) -> ListenAddress:
-    forms = "expected 'host:port', '[ipv6]:port', ':port' or 'unix:/path/to.sock'"
-    if text.startswith("unix:"):
-        rest = text[5:]
-        if not rest:
-            _bad(f"{forms}, not {text!r}")
-        p = Path(os.path.expanduser(rest))
-        return ListenAddress("unix", path=p if p.is_absolute() else base / p)
-    if text.startswith("["):
-        host, sep, port_text = text[1:].partition("]:")
-        if not sep:
-            _bad(f"{forms}, not {text!r}")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            _bad(f"{host!r} is not an IPv6 address in {text!r}")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            _bad(f"{forms}, not {text!r}")
-    # isascii: str.isdigit() is also true for non-ASCII digits, some of which int() rejects.
-    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
-        _bad(f"port must be a number from 0 to 65535 in {text!r}")
-    return ListenAddress("tcp", host, int(port_text))
-
-
-class _Loader(_Walker):
-    def listen(self, value: object) -> tuple[ListenAddress, ...]:
-        if isinstance(value, (str, Mapping)):
-            value = [value]
-        if not isinstance(value, list) or not value:
-            _bad('must be a non-empty array of addresses such as "127.0.0.1:8080"')
-        out = []
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                try:
-                    out.append(_listen_string(item, self.base))
-                except _Bad as exc:
-                    _bad(f"item {i}: {exc.message}")
-            elif isinstance(item, Mapping):
-                extra = set(item) - {"address", "tls"}
-                if extra:
-                    _bad(f"item {i}: unknown keys {sorted(extra)}; allowed: address, tls")
-                if "address" not in item:
-                    _bad(f"item {i}: 'address' is required")
-                try:
-                    addr = _listen_string(_string(item["address"]), self.base)
-                    tls = _bool(item["tls"]) if "tls" in item else None
-                except _Bad as exc:
-                    _bad(f"item {i}: {exc.message}")
-                if tls is not None and addr.kind == "tcp":
-                    addr = ListenAddress(addr.kind, addr.host, addr.port, addr.path, tls)
-                elif tls is not None:
-                    addr = ListenAddress(addr.kind, path=addr.path, tls=tls)
-                out.append(addr)
-            else:
-                _bad(f"item {i} must be a string or a table, not {_type_name(item)}")
-        return tuple(out)
-
-    def bin_path(self, value: object) -> tuple[str, ...]:
-        # lighttpd splits bin-path on whitespace with no quoting; we accept an
-        # array too, for paths with spaces.
-        if isinstance(value, list):
-            argv = _strings()(value)
-        else:
-            argv = tuple(_string(value).split())
-        if not argv:
-            _bad("must name a program")
-        program = Path(os.path.expanduser(argv[0]))
-        if not program.is_absolute():
-            program = self.base / program
-        return (str(program), *argv[1:])
-
+class _Loader(Walker):
     def backend(self, data: object, path: str, handler: str | None) -> Backend | None:
         schema: dict[str, Callable[[Any], Any]] = {
-            "host": _string,
-            "port": _int(0, 65535),
+            "host": string,
+            "port": integer(0, 65535),
             "socket": self.path,
             "bin-path": self.bin_path,
-            "min-procs": _int(0, 1024),
-            "max-procs": _int(1, 1024),
-            "max-load-per-proc": _int(1),
-            "idle-timeout": _seconds,
-            "disable-time": _seconds,
-            "listen-backlog": _int(1),
-            "bin-environment": _string_table,
-            "bin-copy-environment": _strings(),
-            "kill-signal": _signal,
-            "connect-timeout": _seconds,
-            "read-timeout": _seconds,
-            "write-timeout": _seconds,
-            "check-local": _bool,
-            "label": _string,
-            "app": _import_object,
+            "min-procs": integer(0, 1024),
+            "max-procs": integer(1, 1024),
+            "max-load-per-proc": integer(1),
+            "idle-timeout": seconds,
+            "disable-time": seconds,
+            "listen-backlog": integer(1),
+            "bin-environment": string_table,
+            "bin-copy-environment": strings(),
+            "kill-signal": signal_number,
+            "connect-timeout": seconds,
+            "read-timeout": seconds,
+            "write-timeout": seconds,
+            "check-local": boolean,
+            "label": string,
+            "app": import_object,
         }
         before = len(self.problems)
         got = self.table(data, path, schema)
@@ -438,25 +153,25 @@ class _Loader(_Walker):
 
     def route(self, data: object, path: str) -> Route | None:
         schema: dict[str, Callable[[Any], Any]] = {
-            "path": _string,
-            "regex": _regex,
-            "extensions": _strings(),
-            "handler": _choice(*HANDLERS),
+            "path": string,
+            "regex": regex,
+            "extensions": strings(),
+            "handler": choice(*HANDLERS),
             "backend": lambda v: v,  # walked below, with its own key paths
-            "balance": _choice(*BALANCES),
-            "frame-type": _choice("text", "binary"),
-            "origins": _strings(),
-            "ping-interval": _seconds,
-            "pong-timeout": _seconds,
-            "upgrade": _bool,
-            "assign": _assign,
-            "execute-x-only": _bool,
-            "read-timeout": _seconds,
-            "write-timeout": _seconds,
-            "local-redirect": _bool,
-            "environment": _environment,
-            "forwarded": _bool,
-            "replace-http-host": _bool,
+            "balance": choice(*BALANCES),
+            "frame-type": choice("text", "binary"),
+            "origins": strings(),
+            "ping-interval": seconds,
+            "pong-timeout": seconds,
+            "upgrade": boolean,
+            "assign": assign,
+            "execute-x-only": boolean,
+            "read-timeout": seconds,
+            "write-timeout": seconds,
+            "local-redirect": boolean,
+            "environment": environment,
+            "forwarded": boolean,
+            "replace-http-host": boolean,
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -550,21 +265,21 @@ class _Loader(_Walker):
             {
                 "listen": self.listen,
                 "document-root": self.path,
-                "index-files": _strings(),
-                "mimetype-assign": _string_table,
-                "max-connections": _int(1),
-                "max-read-idle": _seconds,
-                "max-write-idle": _seconds,
-                "max-keep-alive-idle": _seconds,
-                "max-keep-alive-requests": _int(1),
-                "max-request-field-size": _int(256, 1 << 20),
-                "max-request-headers": _int(1, 10000),
-                "shutdown-timeout": _seconds,
+                "index-files": strings(),
+                "mimetype-assign": string_table,
+                "max-connections": integer(1),
+                "max-read-idle": seconds,
+                "max-write-idle": seconds,
+                "max-keep-alive-idle": seconds,
+                "max-keep-alive-requests": integer(1),
+                "max-request-field-size": integer(256, 1 << 20),
+                "max-request-headers": integer(1, 10000),
+                "shutdown-timeout": seconds,
                 "tls": lambda v: v,
-                "workers": _workers,
-                "http2": _bool,
-                "h2-max-concurrent-streams": _int(1, 1 << 20),
-                "h2-initial-window-size": _int(1024, (1 << 31) - 1),
+                "workers": workers,
+                "http2": boolean,
+                "h2-max-concurrent-streams": integer(1, 1 << 20),
+                "h2-initial-window-size": integer(1024, (1 << 31) - 1),
             },
         )
         tls = self.tls(tls_data, "server.tls") if tls_data is not None else None
@@ -670,8 +385,3 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("", f"is not valid TOML: {exc}")]) from exc
     return config_from_mapping(data, source=str(p), base_dir=p.resolve().parent)
-
-
-def quote_argv(argv: tuple[str, ...]) -> str:
-    """``argv`` as a shell-quoted string, for logs."""
-    return shlex.join(argv)

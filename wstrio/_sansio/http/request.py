@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from wstrio._errors import HandshakeRejected
+from wstrio._errors import BadRequest
 
 __all__ = ["H2_CONNECTION_HEADERS", "Request", "has_token", "header_list_size", "normalize_target"]
 
@@ -36,7 +36,7 @@ def header_list_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
 
 def _reject_malformed(message: str) -> NoReturn:
     msg = f"malformed HTTP/2 request: {message}"
-    raise HandshakeRejected(msg, 400)
+    raise BadRequest(msg, 400)
 
 
 def _check_h2_field(name: bytes, value: bytes) -> None:
@@ -78,7 +78,7 @@ def normalize_target(target: bytes) -> tuple[str, str]:
         ``(path, query)``; ``path`` always starts with ``/``.
 
     Raises:
-        HandshakeRejected: 400 for a target that cannot be served.
+        BadRequest: 400 for a target that cannot be served.
     """
     raw_path, _, query = target.partition(b"?")
     raw_path = raw_path.partition(b"#")[0]
@@ -87,16 +87,16 @@ def normalize_target(target: bytes) -> tuple[str, str]:
             msg = "the asterisk target is only for OPTIONS"
         else:
             msg = f"request-target must start with '/', not {target[:80]!r}"
-        raise HandshakeRejected(msg, 400)
+        raise BadRequest(msg, 400)
     decoded = unquote_to_bytes(raw_path)
     if b"\0" in decoded:
         msg = "request path contains a NUL byte"
-        raise HandshakeRejected(msg, 400)
+        raise BadRequest(msg, 400)
     try:
         text = decoded.decode("utf-8")
     except UnicodeDecodeError:
         msg = "request path is not valid UTF-8"
-        raise HandshakeRejected(msg, 400) from None
+        raise BadRequest(msg, 400) from None
     parts: list[str] = []
     segments = text.split("/")
     for seg in segments[1:-1]:
@@ -105,7 +105,7 @@ def normalize_target(target: bytes) -> tuple[str, str]:
         if seg == "..":
             if not parts:
                 msg = "request path climbs above the root"
-                raise HandshakeRejected(msg, 400)
+                raise BadRequest(msg, 400)
             parts.pop()
             continue
         parts.append(seg)
@@ -114,7 +114,7 @@ def normalize_target(target: bytes) -> tuple[str, str]:
     if last == "..":
         if not parts:
             msg = "request path climbs above the root"
-            raise HandshakeRejected(msg, 400)
+            raise BadRequest(msg, 400)
         parts.pop()
     elif last not in ("", "."):
         parts.append(last)
@@ -200,7 +200,7 @@ class Request:
         """Build a request from h11's parsed request line and headers.
 
         Raises:
-            HandshakeRejected: 400 for an unusable target.
+            BadRequest: 400 for an unusable target.
         """
         path, query = normalize_target(target)
         hdrs = tuple((k.lower(), v) for k, v in headers)
@@ -267,7 +267,7 @@ class Request:
         not the client's ``:scheme``.
 
         Raises:
-            HandshakeRejected: with the status to answer (400, 405 or 431).
+            BadRequest: with the status to answer (400, 405 or 431).
         """
         pseudo: dict[bytes, bytes] = {}
         regular: list[tuple[bytes, bytes]] = []
@@ -286,16 +286,16 @@ class Request:
             _check_h2_field(name, value)
             if name in H2_CONNECTION_HEADERS:
                 msg = f"connection-specific header {name!r} is not allowed in HTTP/2"
-                raise HandshakeRejected(msg, 400)
+                raise BadRequest(msg, 400)
             if name == b"te" and value.lower() != b"trailers":
                 _reject_malformed(f"te must be 'trailers', not {value[:80]!r}")
             regular.append((name, value))
         if max_header_list_size is not None and size > max_header_list_size:
             msg = f"header list of {size} bytes is larger than {max_header_list_size}"
-            raise HandshakeRejected(msg, 431)
+            raise BadRequest(msg, 431)
         if max_headers is not None and len(regular) > max_headers:
             msg = f"{len(regular)} header fields, more than {max_headers}"
-            raise HandshakeRejected(msg, 431)
+            raise BadRequest(msg, 431)
         method = pseudo.get(b":method")
         if not method:
             _reject_malformed("no :method")
@@ -304,12 +304,12 @@ class Request:
         if method == b"CONNECT":
             if protocol is None:
                 msg = "CONNECT to a host is not supported (only extended CONNECT with :protocol websocket)"
-                raise HandshakeRejected(msg, 405)
+                raise BadRequest(msg, 405)
             if b":scheme" not in pseudo or b":path" not in pseudo:
                 _reject_malformed("extended CONNECT without :scheme or :path")
             if protocol.lower() != b"websocket":
                 msg = f"extended CONNECT for :protocol {protocol[:80]!r}; only 'websocket' is supported"
-                raise HandshakeRejected(msg, 405)
+                raise BadRequest(msg, 405)
             websocket = True
         elif protocol is not None:
             _reject_malformed(f":protocol with method {method[:20]!r} (only CONNECT takes it)")

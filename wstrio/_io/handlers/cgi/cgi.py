@@ -2,10 +2,10 @@
 
 What is CGI-specific lives here: finding the script, choosing how to run it,
 and the life of its process.  The exchange itself (environment, body,
-response head, upgrade) is :func:`wstrio._io.handlers.cgi.common.serve_gateway`.
+response head, upgrade) is :func:`wstrio._io.handlers.cgi.common.serve_program`.
 
 * **Which file.**  The URL path is walked from the left
-  (:func:`~wstrio._io.handlers.cgi.common.locate_script`); the first prefix that is a
+  (:func:`~wstrio._io.handlers.cgi.locate.locate_script`); the first prefix that is a
   regular file under the document root is the script, the rest is
   ``PATH_INFO``.  A file whose real path (symbolic links resolved) lies
   outside the root is refused (403).  A path naming no file, or a file no
@@ -47,17 +47,22 @@ import shlex
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
-from wstrio._config import Route, ServerConfig
-from wstrio._errors import HandshakeRejected
-from wstrio._io.handlers.cgi.common import GatewayChannel, StderrLog, locate_script, refuse, serve_gateway
-from wstrio._io.handlers.static import serve_static
-from wstrio._io.http.exchange import Dispatch, Exchange
+from wstrio._config import Route
+from wstrio._errors import HttpError
+from wstrio._io.handlers.cgi.common import ProgramChannel, refuse, serve_program
+from wstrio._io.handlers.cgi.locate import locate_script
+from wstrio._io.handlers.cgi.stderr import StderrLog
+from wstrio._io.http.exchange import Exchange
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 
-__all__ = ["DEFAULT_PATH", "STOP_GRACE", "handle_cgi", "interpreter_for", "open_script"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["DEFAULT_PATH", "STOP_GRACE", "handle", "interpreter_for", "open_script"]
 
 log = logging.getLogger("wstrio.backend")
 
@@ -225,8 +230,8 @@ async def open_script(
     label: str,
     read_timeout: float,
     write_timeout: float,
-) -> AsyncIterator[GatewayChannel]:
-    """Start a script with ``environ`` and present it as a gateway channel.
+) -> AsyncIterator[ProgramChannel]:
+    """Start a script with ``environ`` and present it as a program channel.
 
     The script runs in the directory of ``argv[-1]`` (the script file), in a
     process group of its own, with stdin, stdout and stderr on pipes.
@@ -243,7 +248,7 @@ async def open_script(
         channel's ``finish`` or, at the latest, on exit.
 
     Raises:
-        HandshakeRejected: the script cannot be started (403 for a
+        HttpError: the script cannot be started (403 for a
             permission error, 500 otherwise).
 
     Cancellation: on exit the process group is killed, shielded and
@@ -268,12 +273,12 @@ async def open_script(
     except OSError as exc:
         status = 403 if exc.errno in (errno.EACCES, errno.EPERM) else 500
         msg = f"cannot run {shlex.join(argv)}: {exc.strerror or exc}"
-        raise HandshakeRejected(msg, status) from exc
+        raise HttpError(msg, status) from exc
     assert process.stdin is not None
     assert process.stdout is not None
     script = _Script(process, f"cgi {label} (pid {process.pid})")
     try:
-        yield GatewayChannel(
+        yield ProgramChannel(
             trio.StapledStream(process.stdin, process.stdout),
             name=script.name,
             read_timeout=read_timeout,
@@ -284,28 +289,25 @@ async def open_script(
         )
     finally:
         await script.stop(True)
-        # The background tasks are over by now (the gateway cancels them
+        # The background tasks are over by now (serve_program cancels them
         # after finish()), so nothing waits on the pidfds.
         script.close_fds()
         if process.stderr is not None:
             await trio.aclose_forcefully(process.stderr)
 
 
-async def handle_cgi(
-    exchange: Exchange,
-    route: Route,
-    config: ServerConfig,
-    real_root: str | None,
-    dispatch: Dispatch,
-) -> None:
+async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
     """Answer one request on a ``cgi`` route (see the module docstring).
+
+    A path that names no script is declined (:meth:`ServerContext.decline
+    <wstrio._io.context.ServerContext.decline>`): the static files answer
+    it, as lighttpd's mod_staticfile after mod_cgi.
 
     Args:
         exchange: the client's request and response.
-        route: the cgi route that matched.
-        config: server settings.
-        real_root: the document root, symbolic links resolved.
-        dispatch: answers a request from scratch (for local redirects).
+        match: the cgi route that matched.
+        ctx: the server (settings, document root, dispatcher for local
+            redirects and declined requests).
 
     Cancellation: the script's process group is stopped (shielded, within
     a few seconds) and :class:`trio.Cancelled` propagates.
@@ -313,26 +315,27 @@ async def handle_cgi(
     Resource handling: no process of the request outlives this call.
 
     Error handling: 404/403 for what cannot be run, the rest as
-    :func:`~wstrio._io.handlers.cgi.common.serve_gateway`; only
-    :class:`~wstrio._io.http.exchange.ClientGone` propagates.
+    :func:`~wstrio._io.handlers.cgi.common.serve_program`; only
+    :class:`~wstrio._errors.ClientGone` propagates.
     """
     request = exchange.request
+    route, real_root = match.route, ctx.real_root
     if real_root is None:  # the config loader requires document-root for cgi routes
         await refuse(exchange, "a cgi route needs server.document-root", 404)
         return
     try:
         target = locate_script(real_root, request.path)
-    except HandshakeRejected as exc:
-        await refuse(exchange, str(exc), exc.status_code)
+    except HttpError as exc:
+        await refuse(exchange, str(exc), exc.status)
         return
     interpreter = None
     if target is not None:
         assert target.script_filename is not None
         interpreter = interpreter_for(route.assign, target.script_filename)
     if target is None or interpreter is None:
-        # Not a script: what the static handler makes of it (404, a
+        # Not a script: what the static files make of it (404, a
         # directory's index file, ...), as lighttpd does.
-        await serve_static(exchange, config, real_root)
+        await ctx.decline(exchange)
         return
     filename = target.script_filename
     assert filename is not None
@@ -348,13 +351,4 @@ async def handle_cgi(
         read_timeout=route.read_timeout,
         write_timeout=route.write_timeout,
     )
-    await serve_gateway(
-        exchange,
-        route,
-        config,
-        target,
-        opener,
-        document_root=real_root,
-        extra_environ=_environment(route),
-        dispatch=dispatch,
-    )
+    await serve_program(exchange, match, ctx, target, opener, extra_environ=_environment(route))

@@ -29,18 +29,21 @@ relay (:func:`~wstrio._io.streams.relay.relay`) run unchanged:
 from __future__ import annotations
 
 import logging
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
 
-from wstrio._config import Route, ServerConfig
-from wstrio._io.backends.pool import BackendLease, RouteBackends
-from wstrio._io.handlers.cgi.common import GatewayChannel, StderrLog, send_request_head, serve_backend_gateway
-from wstrio._io.http.exchange import Dispatch, Exchange
+from wstrio._io.backends.route import BackendLease
+from wstrio._io.handlers.cgi.common import ProgramChannel, send_request_head, serve_on_backend
+from wstrio._io.handlers.cgi.stderr import StderrLog
+from wstrio._io.http.exchange import Exchange
 from wstrio._io.streams.pipes import READ_SIZE
 from wstrio._sansio.cgi import fastcgi as fcgi
 
-__all__ = ["REQUEST_ID", "FastCgiStream", "handle_fastcgi"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["REQUEST_ID", "FastCgiStream", "handle"]
 
 log = logging.getLogger("wstrio.backend")
 
@@ -147,13 +150,13 @@ class FastCgiStream(trio.abc.HalfCloseableStream):
         await self.transport.aclose()
 
 
-async def _start_fastcgi(lease: BackendLease, environ: dict[str, str]) -> GatewayChannel:
+async def _start_fastcgi(lease: BackendLease, environ: dict[str, str]) -> ProgramChannel:
     name = f"fastcgi {lease.address}"
     await send_request_head(
         lease, fcgi.encode_begin_request(REQUEST_ID, fcgi.RESPONDER) + fcgi.encode_params(REQUEST_ID, environ)
     )
     stream = FastCgiStream(lease.stream, name=name)
-    return GatewayChannel(
+    return ProgramChannel(
         stream,
         name=name,
         read_timeout=lease.backend.read_timeout,
@@ -162,23 +165,13 @@ async def _start_fastcgi(lease: BackendLease, environ: dict[str, str]) -> Gatewa
     )
 
 
-async def handle_fastcgi(
-    exchange: Exchange,
-    route: Route,
-    backends: RouteBackends,
-    config: ServerConfig,
-    real_root: str | None,
-    dispatch: Dispatch,
-) -> None:
+async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
     """Answer one request on a ``fastcgi`` route.
 
     Args:
         exchange: the client's request and response.
-        route: the fastcgi route that matched.
-        backends: the route's backends.
-        config: server settings.
-        real_root: the document root, symbolic links resolved (or ``None``).
-        dispatch: answers a request from scratch (for local redirects).
+        match: the fastcgi route that matched, with its backends.
+        ctx: the server (settings, document root, dispatcher).
 
     Cancellation: the backend connection is closed (no
     ``FCGI_ABORT_REQUEST``: without ``FCGI_KEEP_CONN`` closing it aborts the
@@ -186,7 +179,7 @@ async def handle_fastcgi(
 
     Resource handling: the connection is closed before this returns.
 
-    Error handling: as :func:`~wstrio._io.handlers.cgi.common.serve_backend_gateway`;
-    only :class:`~wstrio._io.http.exchange.ClientGone` propagates.
+    Error handling: as :func:`~wstrio._io.handlers.cgi.common.serve_on_backend`;
+    only :class:`~wstrio._errors.ClientGone` propagates.
     """
-    await serve_backend_gateway(exchange, route, backends, config, real_root, dispatch, _start_fastcgi)
+    await serve_on_backend(exchange, match, ctx, _start_fastcgi)

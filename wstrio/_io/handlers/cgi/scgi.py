@@ -15,18 +15,22 @@ with FastCGI and CGI in :mod:`wstrio._io.handlers.cgi.common`.
 
 from __future__ import annotations
 
-from wstrio._config import Route, ServerConfig
-from wstrio._io.backends.pool import BackendLease, RouteBackends
-from wstrio._io.handlers.cgi.common import GatewayChannel, send_request_head, serve_backend_gateway
-from wstrio._io.http.exchange import Dispatch, Exchange
+from typing import TYPE_CHECKING
+
+from wstrio._io.backends.route import BackendLease
+from wstrio._io.handlers.cgi.common import ProgramChannel, send_request_head, serve_on_backend
+from wstrio._io.http.exchange import Exchange
 from wstrio._sansio.cgi.scgi import encode_request_headers
 
-__all__ = ["handle_scgi"]
+if TYPE_CHECKING:
+    from wstrio._io.context import RouteMatch, ServerContext
+
+__all__ = ["handle"]
 
 
-async def _start_scgi(lease: BackendLease, environ: dict[str, str]) -> GatewayChannel:
+async def _start_scgi(lease: BackendLease, environ: dict[str, str]) -> ProgramChannel:
     await send_request_head(lease, encode_request_headers(environ))
-    return GatewayChannel(
+    return ProgramChannel(
         lease.stream,
         name=f"scgi {lease.address}",
         read_timeout=lease.backend.read_timeout,
@@ -34,30 +38,20 @@ async def _start_scgi(lease: BackendLease, environ: dict[str, str]) -> GatewayCh
     )
 
 
-async def handle_scgi(
-    exchange: Exchange,
-    route: Route,
-    backends: RouteBackends,
-    config: ServerConfig,
-    real_root: str | None,
-    dispatch: Dispatch,
-) -> None:
+async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
     """Answer one request on an ``scgi`` route.
 
     Args:
         exchange: the client's request and response.
-        route: the scgi route that matched.
-        backends: the route's backends.
-        config: server settings.
-        real_root: the document root, symbolic links resolved (or ``None``).
-        dispatch: answers a request from scratch (for local redirects).
+        match: the scgi route that matched, with its backends.
+        ctx: the server (settings, document root, dispatcher).
 
     Cancellation: the backend connection is closed and
     :class:`trio.Cancelled` propagates.
 
     Resource handling: the connection is closed before this returns.
 
-    Error handling: as :func:`~wstrio._io.handlers.cgi.common.serve_backend_gateway`;
-    only :class:`~wstrio._io.http.exchange.ClientGone` propagates.
+    Error handling: as :func:`~wstrio._io.handlers.cgi.common.serve_on_backend`;
+    only :class:`~wstrio._errors.ClientGone` propagates.
     """
-    await serve_backend_gateway(exchange, route, backends, config, real_root, dispatch, _start_scgi)
+    await serve_on_backend(exchange, match, ctx, _start_scgi)
