@@ -3,6 +3,9 @@
 * Every async test here runs under a deadline (:data:`TEST_DEADLINE`, or
   :data:`SLOW_TEST_DEADLINE` for ``@pytest.mark.slow``), so a server that
   never answers fails one test instead of hanging the suite.
+* ``hub_switch`` (the hub on, then off: a module uses it with
+  ``pytestmark = pytest.mark.usefixtures("hub_switch")``) and ``handbacks``
+  (every hand-back of every hub, in order: a spy on the hub's one entry).
 * ``chromium``: a headless Chromium, driven over the DevTools protocol with
   the ``websockets`` sync client (skips when ``/usr/bin/chromium`` is missing).
 """
@@ -216,3 +219,31 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+@pytest.fixture(params=[True, False], ids=["hub", "no-hub"])
+def hub_switch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The hub on, then off (its private switch), for every server a test starts."""
+    from wstrio._io.streams.fastpath import hub as hub_module
+
+    enabled: bool = request.param
+    monkeypatch.setattr(hub_module, "ENABLED", enabled)
+    return enabled
+
+
+@pytest.fixture
+def handbacks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every hand-back of every hub, in order (a spy on the hub's one entry, ``Hub.enter``)."""
+    from wstrio._io.streams.fastpath.handback import HandBack
+    from wstrio._io.streams.fastpath.hub import Handler, Hub
+
+    seen: list[HandBack] = []
+    enter = Hub.enter
+
+    async def spy(self: Hub, client_fd: int, backend_fd: int, on_client: Handler, on_backend: Handler) -> HandBack:
+        handback = await enter(self, client_fd, backend_fd, on_client, on_backend)
+        seen.append(handback)
+        return handback
+
+    monkeypatch.setattr(Hub, "enter", spy)
+    return seen

@@ -12,33 +12,10 @@ import hashlib
 import pytest
 import trio
 
-from wstrio._io.streams.fastpath import hub as hub_module
 from wstrio._io.streams.fastpath.handback import HandBack
-from wstrio._io.streams.fastpath.hub import Handler, Hub
 from wstrio.testing import start_server
 
-
-@pytest.fixture(autouse=True, params=[True, False], ids=["hub", "no-hub"])
-def hub_switch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """The hub on, then off, for every server a test starts."""
-    enabled: bool = request.param
-    monkeypatch.setattr(hub_module, "ENABLED", enabled)
-    return enabled
-
-
-@pytest.fixture
-def handbacks(monkeypatch: pytest.MonkeyPatch) -> list[HandBack]:
-    """Every hand-back of every hub, in order (a spy on the hub's one entry)."""
-    seen: list[HandBack] = []
-    enter = Hub.enter
-
-    async def spy(self: Hub, client_fd: int, backend_fd: int, on_client: Handler, on_backend: Handler) -> HandBack:
-        handback = await enter(self, client_fd, backend_fd, on_client, on_backend)
-        seen.append(handback)
-        return handback
-
-    monkeypatch.setattr(Hub, "enter", spy)
-    return seen
+pytestmark = pytest.mark.usefixtures("hub_switch")
 
 
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: upgrade\r\n\r\n"

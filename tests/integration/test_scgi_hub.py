@@ -15,24 +15,8 @@ import trio
 from tests.helpers import start_server
 from wstrio._io.streams.fastpath import hub as hub_module
 from wstrio._io.streams.fastpath.handback import HandBack
-from wstrio._io.streams.fastpath.hub import Handler, Hub
 
 REQUEST = b"GET /raw HTTP/1.1\r\nHost: test\r\nUpgrade: toy\r\nConnection: upgrade\r\n\r\n"
-
-
-@pytest.fixture
-def handbacks(monkeypatch: pytest.MonkeyPatch) -> list[HandBack]:
-    """Every hand-back of every hub, in order."""
-    seen: list[HandBack] = []
-    enter = Hub.enter
-
-    async def spy(self: Hub, client_fd: int, backend_fd: int, on_client: Handler, on_backend: Handler) -> HandBack:
-        handback = await enter(self, client_fd, backend_fd, on_client, on_backend)
-        seen.append(handback)
-        return handback
-
-    monkeypatch.setattr(Hub, "enter", spy)
-    return seen
 
 
 async def scgi_upgrading_backend(stream: trio.SocketStream) -> None:

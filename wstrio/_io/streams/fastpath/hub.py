@@ -53,15 +53,25 @@ _BATCH = 256
 
 @final
 class _Visit:
-    """One connection in the hub: its two sockets and, once it leaves, why."""
+    """One connection in the hub: its two sockets, the task waiting, and, once it leaves, why.
 
-    __slots__ = ("backend_fd", "client_fd", "done", "handback")
+    The waiting task is woken with :func:`trio.lowlevel.reschedule` rather
+    than through a :class:`trio.Event`: an idle tunnel in the hub then costs
+    this object alone.
+    """
+
+    __slots__ = ("backend_fd", "client_fd", "handback", "task")
 
     def __init__(self, client_fd: int, backend_fd: int) -> None:
         self.client_fd = client_fd
         self.backend_fd = backend_fd
-        self.done = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
         self.handback: HandBack | None = None
+
+    def abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        """Cancelled while waiting: never wake this task again (enter() unregisters the sockets)."""
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @final
@@ -112,8 +122,9 @@ class Hub:
             log.exception("cannot register fds %d and %d in the hub", client_fd, backend_fd)
             return HandBack("fault", error=exc)
         self.entered += 1
+        visit.task = trio.lowlevel.current_task()
         try:
-            await visit.done.wait()
+            await trio.lowlevel.wait_task_rescheduled(visit.abort)
         finally:
             self._unregister(visit)
         assert visit.handback is not None
@@ -145,7 +156,9 @@ class Hub:
         # connection has left.
         self._unregister(visit)
         visit.handback = handback
-        visit.done.set()
+        if visit.task is not None:
+            trio.lowlevel.reschedule(visit.task)
+            visit.task = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Dispatch readable sockets to their handlers until cancelled (run it in the server's nursery).
