@@ -22,7 +22,9 @@ imports the dispatcher, which imports every handler.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Awaitable, Callable
 from typing import final
 
 import attrs
@@ -84,6 +86,12 @@ class ServerContext:
         """The document root, symbolic links resolved (``None``: no static files)."""
         self.timers = TimerService()
         self.hub = Hub()
+        self.dispatch: Callable[[Exchange], Awaitable[None]] = functools.partial(_dispatch.dispatch, ctx=self)
+        """Answer one request (:func:`wstrio._io.handlers.dispatch.dispatch`).
+
+        A partial, not a method that awaits it: no extra coroutine frame is
+        kept alive per connection (an idle tunnel is waiting inside it).
+        """
         self._matches = tuple(
             RouteMatch(route, index, backends=self.backends.get(index)) for index, route in enumerate(config.routes)
         )
@@ -92,10 +100,6 @@ class ServerContext:
         """The route that takes ``request`` (see :class:`~wstrio._sansio.routing.Router`), or ``None``."""
         found = self.router.match(request)
         return None if found is None else self._matches[found[0]]
-
-    async def dispatch(self, exchange: Exchange) -> None:
-        """Answer one request (see :func:`wstrio._io.handlers.dispatch.dispatch`)."""
-        await _dispatch.dispatch(exchange, self)
 
     async def decline(self, exchange: Exchange) -> None:
         """Answer a request the matched handler declines, as if no route had matched.
