@@ -699,3 +699,15 @@ async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str) -> C
         msg = f"wstrio exited with status {process.returncode} before listening:\n{text}"
         raise AssertionError(msg)
     return CliServer(process, found[0], lines, exited)
+
+
+async def read_head(stream: trio.abc.Stream) -> bytes:
+    """An HTTP head read from ``stream`` (for test backends that never send bytes behind it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        assert chunk, "closed before the end of the head"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert rest == b"", "this test backend never sends bytes behind its head"
+    return head

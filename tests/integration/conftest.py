@@ -168,10 +168,16 @@ def chromium_path() -> Path:
 
 @pytest.fixture
 async def chromium(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chromium]:
-    """A headless Chromium with a fresh profile, stopped after the test."""
+    """A headless Chromium with a fresh profile, stopped after the test.
+
+    Its temporary files (the profile's singleton socket directory) go to the
+    test's own temporary directory, not /tmp, so a test run leaves nothing.
+    """
     profile = tmp_path_factory.mktemp("chromium-profile")
+    scratch = tmp_path_factory.mktemp("chromium-tmp")
     process = await trio.lowlevel.open_process(
         [str(chromium_path), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        env={**os.environ, "TMPDIR": str(scratch)},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

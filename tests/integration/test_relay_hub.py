@@ -12,6 +12,7 @@ import hashlib
 import pytest
 import trio
 
+from tests.helpers import read_head
 from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio.testing import start_server
 
@@ -21,17 +22,6 @@ pytestmark = pytest.mark.usefixtures("hub_switch")
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: upgrade\r\n\r\n"
 REQUEST = b"GET /raw HTTP/1.1\r\nHost: test\r\nUpgrade: raw\r\nConnection: upgrade\r\n\r\n"
 BLOCK = bytes(range(256)) * 256  # 64 KiB
-
-
-async def read_head(stream: trio.abc.Stream) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        assert chunk, "closed before the end of the head"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    assert rest == b"", "this test backend never sends bytes behind its head"
-    return head
 
 
 async def upgrading_backend(mode: str, stream: trio.SocketStream) -> None:

@@ -12,7 +12,7 @@ import functools
 import pytest
 import trio
 
-from tests.helpers import start_server
+from tests.helpers import read_head, start_server
 from wstrio._io.streams.fastpath import hub as hub_module
 from wstrio._io.streams.fastpath.handback import HandBack
 
@@ -33,17 +33,6 @@ async def scgi_upgrading_backend(stream: trio.SocketStream) -> None:
         async for chunk in stream:
             await stream.send_all(chunk)
         await stream.send_all(b"bye")
-
-
-async def read_head(stream: trio.abc.Stream) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        assert chunk, "closed before the end of the head"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    assert rest == b""
-    return head
 
 
 @pytest.mark.parametrize("enabled", [True, False], ids=["hub", "no-hub"])
