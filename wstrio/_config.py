@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, final, get_args
 import attrs
 
 from wstrio._errors import ConfigError
+from wstrio._sansio.http.static import DEFAULT_STATIC_DENY, static_deny_problem
 
 if TYPE_CHECKING:
     import trio
@@ -34,6 +35,7 @@ __all__ = [
     "BALANCES",
     "GATEWAY_HANDLERS",
     "HANDLERS",
+    "PROXY_TARGETS",
     "Backend",
     "HandlerName",
     "ListenAddress",
@@ -54,6 +56,9 @@ BACKEND_HANDLERS = ("wstunnel", "proxy", "scgi", "fastcgi")
 GATEWAY_HANDLERS = ("cgi", "scgi", "fastcgi")
 """The CGI family: handlers that build a CGI environment."""
 FrameType = Literal["text", "binary"]
+ProxyTarget = Literal["normalized", "reject", "raw"]
+PROXY_TARGETS: tuple[str, ...] = get_args(ProxyTarget)
+"""The ``proxy-target`` values a proxy route accepts."""
 
 
 @final
@@ -209,6 +214,13 @@ class Route:
     """``forwarded``: also send an RFC 7239 ``Forwarded`` header (proxy; ``X-Forwarded-*`` are always sent)."""
     replace_http_host: bool = False
     """``replace-http-host``: send the backend's label (or host:port) as ``Host`` instead of the client's (proxy)."""
+    proxy_target: ProxyTarget = "normalized"
+    """``proxy-target``: the request-target a proxy route sends on (proxy).
+
+    ``normalized``: the path as wstrio routed it (dot-segments resolved,
+    re-encoded), the query as sent; ``reject``: 400 for a target whose path
+    normalisation would change, else the target as sent; ``raw``: the target
+    as sent (unsafe: the backend may resolve it outside the route's prefix)."""
 
     @property
     def effective_pong_timeout(self) -> float:
@@ -239,6 +251,8 @@ class ServerConfig:
     """``index-files``: tried, in order, for a request naming a directory."""
     mimetype_assign: tuple[tuple[str, str], ...] = ()
     """``mimetype-assign``: extra extension -> Content-Type entries (lighttpd ``mimetype.assign``)."""
+    static_deny: tuple[str, ...] = DEFAULT_STATIC_DENY
+    """``static-deny``: glob patterns; a static path with a matching segment is 404 (lighttpd ``url.access-deny``)."""
     max_connections: int = 10000
     """``max-connections``: connections served at once; further ones wait in the listen queue."""
     max_read_idle: float = 60.0
@@ -369,8 +383,15 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
         problems.append((f"{path}.upgrade", "does not apply to wstunnel routes (they always take WebSocket upgrades)"))
     if route.assign and handler != "cgi":
         problems.append((f"{path}.assign", "only applies to cgi routes"))
+    if route.proxy_target not in PROXY_TARGETS:
+        allowed = ", ".join(map(repr, PROXY_TARGETS))
+        problems.append((f"{path}.proxy-target", f"must be one of {allowed}, not {route.proxy_target!r}"))
     if handler != "proxy":
-        for key, given in (("forwarded", route.forwarded), ("replace-http-host", route.replace_http_host)):
+        for key, given in (
+            ("forwarded", route.forwarded),
+            ("replace-http-host", route.replace_http_host),
+            ("proxy-target", route.proxy_target != "normalized"),
+        ):
             if given:
                 problems.append((f"{path}.{key}", f"only applies to proxy routes, not {handler!r}"))
     if handler in BACKEND_HANDLERS and not route.backends:
@@ -414,6 +435,8 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     _count(problems, "server.workers", config.workers, 1, 256)
     _count(problems, "server.h2-max-concurrent-streams", config.h2_max_concurrent_streams, 1, 1 << 20)
     _count(problems, "server.h2-initial-window-size", config.h2_initial_window_size, 1024, (1 << 31) - 1)
+    if (deny_problem := static_deny_problem(config.static_deny)) is not None:
+        problems.append(("server.static-deny", deny_problem))
     for key, value in (
         ("max-read-idle", config.max_read_idle),
         ("max-write-idle", config.max_write_idle),

@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from wstrio._sansio.http.static import content_type, etag_for, http_date, is_not_modified
+from wstrio._sansio.http.static import (
+    DEFAULT_STATIC_DENY,
+    content_type,
+    etag_for,
+    http_date,
+    is_denied,
+    is_not_modified,
+)
 
 MTIME = 1_700_000_000.75  # Tue, 14 Nov 2023 22:13:20 GMT (plus a fraction)
 MTIME_DATE = b"Tue, 14 Nov 2023 22:13:20 GMT"
@@ -151,3 +158,50 @@ def test_if_modified_since_without_zone_is_utc_whatever_the_local_zone(monkeypat
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# -- is_denied (static-deny) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/.git/config", True),
+        ("/.env", True),
+        ("/a/b/.htaccess", True),
+        ("/.git/", True),
+        ("/.well-known/security.txt", False),
+        ("/.well-known/acme-challenge/token", False),
+        ("/.well-known/", False),
+        ("/.well-known/.secret", True),
+        ("/a/.well-known/x", True),  # RFC 8615: only at the top of the path
+        ("/index.html", False),
+        ("/", False),
+        ("/a.b/c", False),
+        ("/dir./x", False),
+    ],
+)
+def test_is_denied_default(path: str, expected: bool) -> None:
+    assert is_denied(path, DEFAULT_STATIC_DENY) is expected
+
+
+def test_is_denied_patterns_are_globs_per_segment() -> None:
+    patterns = ("*.bak", "*~", "secret")
+    assert is_denied("/notes.bak", patterns)
+    assert is_denied("/a/page~", patterns)
+    assert is_denied("/secret/x.txt", patterns)
+    assert not is_denied("/secrets/x.txt", patterns)
+    assert not is_denied("/.env", patterns)
+
+
+def test_is_denied_is_case_sensitive() -> None:
+    assert not is_denied("/NOTES.BAK", ("*.bak",))
+
+
+def test_is_denied_no_patterns_denies_nothing() -> None:
+    assert not is_denied("/.git/config", ())
+
+
+def test_well_known_is_denied_only_when_named() -> None:
+    assert not is_denied("/.well-known/x", (".*", "*-known"))
+    assert is_denied("/.well-known/x", (".*", ".well-known"))

@@ -7,6 +7,9 @@ One request, one backend connection (``Connection: close``, as lighttpd):
 1. :func:`~wstrio._sansio.upgrade.plan_request` decides how the request goes
    on (plain HTTP, an HTTP/1.1 ``Upgrade`` passed through, or an HTTP/2
    WebSocket turned into an HTTP/1.1 one); 405/400 end it here.
+   :func:`~wstrio._sansio.http.proxy.backend_target` picks the target the
+   backend gets (``proxy-target``: the normalised one by default); a 400
+   with ``reject`` ends it here, before any backend is contacted.
 2. :meth:`RouteBackends.connect` picks and connects a backend (balancing,
    retries); none reachable is a 503, as for wstunnel and lighttpd.
 3. The request head goes out through an h11 *client* on the backend stream.
@@ -66,7 +69,7 @@ from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 from wstrio._io.streams.relay import relay
-from wstrio._sansio.http.proxy import backend_request, host_header
+from wstrio._sansio.http.proxy import backend_request, backend_target, host_header
 from wstrio._sansio.upgrade import ProxyPlan, Reject, Switch, judge_response, new_websocket_key, plan_request
 
 if TYPE_CHECKING:
@@ -168,6 +171,7 @@ class _ProxyCall:
         self,
         exchange: Exchange,
         plan: ProxyPlan,
+        target: bytes,
         route: Route,
         config: ServerConfig,
         lease: BackendLease,
@@ -176,6 +180,7 @@ class _ProxyCall:
         self.exchange = exchange
         self.hub = hub
         self.plan = plan
+        self.target = target
         self.route = route
         self.config = config
         self.lease = lease
@@ -195,6 +200,7 @@ class _ProxyCall:
             host=host_header(request, self.lease.backend, replace=self.route.replace_http_host),
             forwarded=self.route.forwarded,
             websocket_key=self.key,
+            target=self.target,
         )
         try:
             await self.conn.send(h11.Request(method=head.method, target=head.target, headers=head.headers))
@@ -338,6 +344,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
     route, config = match.route, ctx.config
     try:
         plan = plan_request(request, route)
+        target = backend_target(request, route.proxy_target)
     except HttpError as exc:
         log.info("%s %s: %s (%d)", request.method, request.path, exc, exc.status)
         exchange.set_log_note(str(exc))
@@ -357,7 +364,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
         plan = attrs.evolve(plan, body="chunked" if first_chunk else "none")
     try:
         async with match.backends.connect(request) as lease:
-            await _ProxyCall(exchange, plan, route, config, lease, ctx.hub).run(first_chunk)
+            await _ProxyCall(exchange, plan, target, route, config, lease, ctx.hub).run(first_chunk)
     except BackendUnavailable as exc:
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))

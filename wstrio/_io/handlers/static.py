@@ -2,8 +2,12 @@
 
 The request path is already decoded and normalised (no ``..`` can remain:
 see :func:`wstrio._sansio.http.request.normalize_target`).  What is left to
-guard against is symbolic links: the real path of the file must lie inside
-the real path of the document root, or the answer is 403.
+guard against is symbolic links and names the operator keeps private: the
+real path of the file must lie inside the real path of the document root, and
+no segment of the URL path or of the real path under the root may match
+``static-deny`` (default ``.*``, with ``/.well-known/`` exempt), or the answer
+is 404, the same as for a missing file, so nothing beyond the root and no
+denied name is revealed by the status.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from wstrio._io.http.exchange import Exchange, send_simple
-from wstrio._sansio.http.static import content_type, etag_for, http_date, is_not_modified
+from wstrio._sansio.http.static import content_type, etag_for, http_date, is_denied, is_not_modified
 
 if TYPE_CHECKING:
     from wstrio._io.context import RouteMatch, ServerContext
@@ -30,13 +34,32 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _locate(root: str, url_path: str, index_files: tuple[str, ...]) -> tuple[int, str | None, os.stat_result | None]:
-    """(status, real file path, stat) for ``url_path``; status 0 means "serve it"."""
-    candidate = os.path.join(root, url_path.lstrip("/"))
-    try:
-        st = os.stat(candidate)
-    except (FileNotFoundError, NotADirectoryError):
+def _resolve(root: str, path: str, deny: tuple[str, ...]) -> str | None:
+    """The real path of ``path``, or ``None`` when it lies outside ``root`` or under a denied name there."""
+    real = os.path.realpath(path)
+    if not _inside(real, root):
+        return None
+    if deny and real != root and is_denied("/" + os.path.relpath(real, root).replace(os.sep, "/"), deny):
+        return None
+    return real
+
+
+def _locate(
+    root: str, url_path: str, index_files: tuple[str, ...], deny: tuple[str, ...]
+) -> tuple[int, str | None, os.stat_result | None]:
+    """(status, real file path, stat) for ``url_path``; status 0 means "serve it".
+
+    Whatever resolves outside the root, or matches ``static-deny`` in the URL
+    or in its real path under the root, is 404 before the file is looked at,
+    so the answer does not depend on whether it exists.
+    """
+    if is_denied(url_path, deny):
         return 404, None, None
+    real = _resolve(root, os.path.join(root, url_path.lstrip("/")), deny)
+    if real is None:
+        return 404, None, None
+    try:
+        st = os.stat(real)
     except PermissionError:
         return 403, None, None
     except OSError:
@@ -45,20 +68,19 @@ def _locate(root: str, url_path: str, index_files: tuple[str, ...]) -> tuple[int
         if not url_path.endswith("/"):
             return 301, None, None
         for name in index_files:
-            index = os.path.join(candidate, name)
+            index = _resolve(root, os.path.join(real, name), deny)
+            if index is None:
+                continue
             try:
-                st = os.stat(index)
+                index_st = os.stat(index)
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode):
-                candidate = index
+            if stat.S_ISREG(index_st.st_mode):
+                real, st = index, index_st
                 break
         else:
             return 404, None, None
     if not stat.S_ISREG(st.st_mode):
-        return 403, None, None
-    real = os.path.realpath(candidate)
-    if not _inside(real, root):
         return 403, None, None
     return 0, real, st
 
@@ -77,7 +99,7 @@ async def handle(exchange: Exchange, match: RouteMatch | None, ctx: ServerContex
     if request.method not in ("GET", "HEAD"):
         await send_simple(exchange, 405, headers=[(b"allow", b"GET, HEAD")])
         return
-    status, path, st = _locate(real_root, request.path, config.index_files)
+    status, path, st = _locate(real_root, request.path, config.index_files, config.static_deny)
     if status == 301:
         location = request.path + "/" + (f"?{request.query}" if request.query else "")
         await send_simple(exchange, 301, headers=[(b"location", location.encode("utf-8"))])

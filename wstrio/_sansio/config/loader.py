@@ -29,6 +29,7 @@ from wstrio._config import (
     BALANCES,
     GATEWAY_HANDLERS,
     HANDLERS,
+    PROXY_TARGETS,
     Backend,
     Route,
     ServerConfig,
@@ -172,6 +173,7 @@ class _Loader(Walker):
             "environment": environment,
             "forwarded": boolean,
             "replace-http-host": boolean,
+            "proxy-target": choice(*PROXY_TARGETS),
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -197,7 +199,7 @@ class _Loader(Walker):
         for key in ("local-redirect", "environment"):
             if key in got and handler is not None and handler not in GATEWAY_HANDLERS:
                 self.problem(f"{path}.{key}", f"only applies to cgi, scgi and fastcgi routes, not {handler!r}")
-        for key in ("forwarded", "replace-http-host"):
+        for key in ("forwarded", "replace-http-host", "proxy-target"):
             if key in got and handler is not None and handler != "proxy":
                 self.problem(f"{path}.{key}", f"only applies to proxy routes, not {handler!r}")
         backends: list[Backend] = []
@@ -242,6 +244,7 @@ class _Loader(Walker):
             environment=got.get("environment", ()),
             forwarded=got.get("forwarded", False),
             replace_http_host=got.get("replace-http-host", False),
+            proxy_target=got.get("proxy-target", "normalized"),
         )
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
@@ -267,6 +270,7 @@ class _Loader(Walker):
                 "document-root": self.path,
                 "index-files": strings(),
                 "mimetype-assign": string_table,
+                "static-deny": strings(),
                 "max-connections": integer(1),
                 "max-read-idle": seconds,
                 "max-write-idle": seconds,
@@ -322,6 +326,7 @@ class _Loader(Walker):
             "document-root": "document_root",
             "index-files": "index_files",
             "mimetype-assign": "mimetype_assign",
+            "static-deny": "static_deny",
             "max-connections": "max_connections",
             "max-read-idle": "max_read_idle",
             "max-write-idle": "max_write_idle",

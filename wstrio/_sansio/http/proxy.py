@@ -12,7 +12,9 @@ end-to-end headers in order (hop-by-hop ones removed, RFC 9110 section
 and ``X-Forwarded-Proto`` set, an RFC 7239 ``Forwarded`` element
 (:func:`forwarded_element`) appended when the route asks for it, and
 ``Connection: close`` (no keep-alive to backends, as lighttpd).  The
-backend's answer is judged by :func:`~wstrio._sansio.upgrade.judge_response`.
+request-target is the one wstrio routed on, unless the route says otherwise
+(:func:`backend_target`, ``proxy-target``).  The backend's answer is judged
+by :func:`~wstrio._sansio.upgrade.judge_response`.
 
 Header names are lower-case everywhere (h11 and h2 hand them over that way).
 
@@ -24,15 +26,17 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import final
+from urllib.parse import quote, unquote_to_bytes
 
 import attrs
 
-from wstrio._config import Backend
+from wstrio._config import Backend, ProxyTarget
+from wstrio._errors import BadRequest
 from wstrio._sansio.http.headers import Headers, remove_hop_by_hop
 from wstrio._sansio.http.request import Request
 from wstrio._sansio.upgrade import ProxyPlan
 
-__all__ = ["BackendRequest", "backend_request", "forwarded_element", "host_header"]
+__all__ = ["BackendRequest", "backend_request", "backend_target", "forwarded_element", "host_header"]
 
 # Set by the proxy itself; a client's value is dropped, never trusted.
 _REPLACED_REQUEST = frozenset({b"host", b"content-length", b"x-forwarded-host", b"x-forwarded-proto"})
@@ -60,6 +64,49 @@ def host_header(request: Request, backend: Backend, *, replace: bool) -> bytes:
     if backend.port not in (None, 80):
         host = f"{host}:{backend.port}"
     return host.encode("latin-1")
+
+
+# pchar (RFC 3986 section 3.3) besides unreserved: kept as they are when the
+# normalised path is encoded again; everything else is percent-encoded.
+_PATH_SAFE = "/!$&'()*+,;=:@"
+
+
+def backend_target(request: Request, mode: ProxyTarget) -> bytes:
+    """The request-target sent to the backend, by the route's ``proxy-target``.
+
+    Routes match :attr:`Request.path` (decoded, dot-segments resolved, empty
+    segments dropped), so the backend must not get a target that says
+    something else: ``/admin/..%2fproxy/x`` takes a ``/proxy/`` route and,
+    sent on raw, may be read as ``/admin/...`` by the backend.
+
+    * ``normalized``: :attr:`Request.path` percent-encoded again (every byte
+      that is not a pchar, so ``%2F``, ``?`` and ``#`` in a segment stay
+      encoded, and ``%2F`` becomes ``/``), then the query exactly as sent;
+    * ``reject``: the target as sent if decoding alone gives
+      :attr:`Request.path`, else a 400 (a ``.``/``..`` or empty segment,
+      raw or encoded);
+    * ``raw``: the target as sent.
+
+    ``*`` (``OPTIONS *``) goes on as it is in every mode.
+
+    Raises:
+        BadRequest: 400 (``reject`` only).
+    """
+    target = request.target
+    if mode == "raw" or target == b"*":
+        return target
+    raw_path, sep, query = target.partition(b"?")
+    raw_path = raw_path.partition(b"#")[0]
+    if not raw_path.startswith(b"/") and b"://" in raw_path:
+        # absolute-form: the path starts after the authority.
+        rest = raw_path.partition(b"://")[2]
+        raw_path = b"/" + rest.partition(b"/")[2] if b"/" in rest else b"/"
+    if mode == "reject":
+        if unquote_to_bytes(raw_path) != request.path.encode("utf-8"):
+            msg = f"request-target {target[:80]!r} is not in normal form (proxy-target = reject)"
+            raise BadRequest(msg, 400)
+        return raw_path + sep + query
+    return quote(request.path, safe=_PATH_SAFE).encode("ascii") + sep + query
 
 
 def _quote(value: str) -> str:
@@ -109,6 +156,7 @@ def backend_request(
     host: bytes,
     forwarded: bool = False,
     websocket_key: bytes | None = None,
+    target: bytes | None = None,
 ) -> BackendRequest:
     """Build the backend's request head.
 
@@ -120,6 +168,8 @@ def backend_request(
         forwarded: append an RFC 7239 ``Forwarded`` element.
         websocket_key: for ``websocket-h2``: the ``Sec-WebSocket-Key`` to
             send (:func:`new_websocket_key`).
+        target: the request-target to send (:func:`backend_target`);
+            ``None``: the client's, as received.
 
     Returns:
         method, target and headers.  Headers are, in order: ``host``; the
@@ -188,4 +238,4 @@ def backend_request(
     # Without ``forwarded`` a client's Forwarded passes unchanged, as with lighttpd.
     headers.append((b"connection", connection))
     method = b"GET" if plan.mode == "websocket-h2" else request.method.encode("ascii")
-    return BackendRequest(method, request.target, headers)
+    return BackendRequest(method, request.target if target is None else target, headers)

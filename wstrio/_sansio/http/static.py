@@ -1,4 +1,4 @@
-"""Static-file decisions: content types, validators, conditional requests.
+"""Static-file decisions: content types, validators, conditional requests, denied paths.
 
 The file system is read by the I/O layer; this module only decides.
 
@@ -8,11 +8,27 @@ Never imports trio.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
+from fnmatch import fnmatchcase
 
-__all__ = ["content_type", "etag_for", "http_date", "is_not_modified"]
+__all__ = [
+    "DEFAULT_STATIC_DENY",
+    "WELL_KNOWN",
+    "content_type",
+    "etag_for",
+    "http_date",
+    "is_denied",
+    "is_not_modified",
+    "static_deny_problem",
+]
+
+DEFAULT_STATIC_DENY: tuple[str, ...] = (".*",)
+"""``static-deny``'s default: any path segment starting with a dot (``.git``, ``.env``, ``.htpasswd``)."""
+
+WELL_KNOWN = ".well-known"
+"""RFC 8615's first segment (ACME http-01, ``security.txt``): only a pattern naming it exactly denies it."""
 
 # Common types, so behaviour does not depend on the machine's /etc/mime.types
 # (lighttpd with no mimetype.assign serves .html as a download).
@@ -110,4 +126,41 @@ def is_not_modified(
         except (TypeError, ValueError, IndexError, OverflowError):
             return False
         return int(mtime) <= since
+    return False
+
+
+def static_deny_problem(patterns: Sequence[str]) -> str | None:
+    """Why ``patterns`` is not a valid ``static-deny`` value, or ``None``."""
+    if isinstance(patterns, str) or not isinstance(patterns, (tuple, list)):
+        return f"must be an array of strings, not {patterns!r}"
+    for i, pattern in enumerate(patterns):
+        if not isinstance(pattern, str):
+            return f"item {i} must be a string, not {pattern!r}"
+        if not pattern:
+            return f"item {i} must not be empty"
+        if "/" in pattern or "\0" in pattern:
+            return f"item {i} must match one path segment (no '/'), not {pattern!r}"
+    return None
+
+
+def is_denied(path: str, patterns: Iterable[str]) -> bool:
+    """Does a segment of ``path`` (decoded, normalised, ``/``-separated) match a ``static-deny`` pattern?
+
+    Patterns are shell globs (:func:`fnmatch.fnmatchcase`: ``*``, ``?``,
+    ``[...]``; case-sensitive), each matched against every segment.  The
+    first segment ``.well-known`` is matched only by a pattern that is
+    exactly ``.well-known``, so the default ``.*`` leaves it served; the
+    segments below it are matched as usual.
+    """
+    patterns = tuple(patterns)
+    if not patterns:
+        return False
+    segments = [segment for segment in path.split("/") if segment]
+    for i, segment in enumerate(segments):
+        if i == 0 and segment == WELL_KNOWN:
+            if WELL_KNOWN in patterns:
+                return True
+            continue
+        if any(fnmatchcase(segment, pattern) for pattern in patterns):
+            return True
     return False
