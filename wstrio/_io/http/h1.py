@@ -9,7 +9,11 @@ Timeouts: the first request head must arrive within ``max-read-idle``
 seconds, later ones (keep-alive) within ``max-keep-alive-idle``.  A stalled
 write to the client aborts the connection after ``max-write-idle``.  Request
 heads larger than ``max-request-field-size`` or with more than
-``max-request-headers`` fields get 431; malformed requests get 400.
+``max-request-headers`` fields get 431; malformed requests get 400, as do
+requests with ambiguous body framing (``Transfer-Encoding`` with
+``Content-Length``, or on HTTP/1.0: request smuggling), and the connection
+closes.  A body that breaks off before a switch of protocols gets 400 (408
+if it stalls), not the 101.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from wstrio._config import ServerConfig
 from wstrio._errors import BadRequest, ClientGone, HttpError, InvalidResponse, RequestTimeout
 from wstrio._io.http.exchange import ConnectionContext, Upgraded, map_exceptions, reason_phrase
 from wstrio._io.streams.pipes import BROKEN
-from wstrio._sansio.http.request import Request
+from wstrio._sansio.http.request import Request, check_h1_framing
 from wstrio._sansio.http.static import http_date
 from wstrio._version import __version__
 
@@ -121,10 +125,19 @@ class H1Exchange:
 
     async def upgrade(self, headers: Sequence[tuple[bytes, bytes]], *, status: int = 101) -> Upgraded:
         h = self._conn.h11
-        # h11 switches only once it has seen the end of the (empty) request
-        # body; a GET has none, so this reads nothing from the network.
-        while h.their_state is h11.SEND_BODY:
-            await self.receive_body()
+        # h11 switches only once it has seen the end of the request body; a
+        # GET has none, so this reads nothing from the network.  A body that
+        # breaks off or is malformed ends the connection here, answered 400
+        # (408 if it stalls): no handler can do anything else with it.
+        try:
+            while h.their_state is h11.SEND_BODY:
+                await self.receive_body()
+        except (BadRequest, RequestTimeout) as exc:
+            self.status = exc.status
+            await _send_error(self._conn, exc.status)
+            msg = f"request body before the switch: {exc.__cause__ or exc}"
+            log.info("%s: %s", _peer_text(self._request.client), msg)
+            raise ClientGone(msg) from exc
         # The connection stops being HTTP after this response, so h11's
         # state would be thrown away anyway: the 101 is formatted here
         # (h11's send path was a sixth of the cost of a WebSocket handshake).
@@ -235,6 +248,10 @@ async def _send_error(conn: _H1Connection, status: int, headers: Sequence[tuple[
         pass
 
 
+def _peer_text(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unix"
+
+
 def _peer(address: object) -> tuple[str, int] | None:
     if isinstance(address, tuple) and len(address) >= 2:
         return str(address[0]), int(address[1])
@@ -263,7 +280,7 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
     if initial:
         conn.h11.receive_data(initial)
     served = 0
-    peer = f"{client[0]}:{client[1]}" if client else "unix"
+    peer = _peer_text(client)
     while True:
         # 0 = no limit for max-read-idle (as everywhere); a max-keep-alive-idle
         # of 0 closes an idle connection at once (no keep-alive).
@@ -302,6 +319,7 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
             log.info("%s: request head of %d bytes, more than max-request-field-size", peer, head_size)
             return
         try:
+            check_h1_framing(event.headers.raw_items(), event.http_version)
             request = Request.from_h1(
                 event.method,
                 event.target,

@@ -18,7 +18,7 @@ import attrs
 
 from wstrio._errors import BadRequest
 
-__all__ = ["H2_CONNECTION_HEADERS", "Request", "has_token", "header_list_size", "normalize_target"]
+__all__ = ["H2_CONNECTION_HEADERS", "Request", "check_h1_framing", "has_token", "header_list_size", "normalize_target"]
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -51,6 +51,33 @@ def _check_h2_field(name: bytes, value: bytes) -> None:
         _reject_malformed(f"header {name!r} has a NUL, CR or LF in its value")
     if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
         _reject_malformed(f"header {name!r} has whitespace around its value")
+
+
+def check_h1_framing(headers: Iterable[tuple[bytes, bytes]], http_version: bytes) -> None:
+    """Refuse an HTTP/1.x request whose body framing is ambiguous (RFC 9112 section 6.1).
+
+    ``headers`` as received (names in any case).  Both ``Transfer-Encoding`` and
+    ``Content-Length`` is the classic smuggling request: one hop reads the
+    chunked body, another the length, and the bytes in between become a
+    second request.  HTTP/1.0 has no transfer codings, so a
+    ``Transfer-Encoding`` there is faulty framing too.  Both are refused
+    rather than read one way and closed (RFC 9112 allows either); the
+    caller closes the connection after the 400, so nothing that follows on
+    it is read as a request.  (h11 itself refuses differing
+    ``Content-Length`` values and transfer codings other than ``chunked``.)
+
+    Raises:
+        BadRequest: 400.
+    """
+    names = {name.lower() for name, _ in headers}
+    if b"transfer-encoding" not in names:
+        return
+    if b"content-length" in names:
+        msg = "request has both Transfer-Encoding and Content-Length"
+        raise BadRequest(msg, 400)
+    if http_version != b"1.1":
+        msg = f"HTTP/{http_version.decode('latin-1')} request with Transfer-Encoding"
+        raise BadRequest(msg, 400)
 
 
 def has_token(value: bytes | None, token: bytes) -> bool:
@@ -198,6 +225,9 @@ class Request:
         server: tuple[str, int] | None = None,
     ) -> Request:
         """Build a request from h11's parsed request line and headers.
+
+        The body framing is not checked here (the HTTP/1.1 layer calls
+        :func:`check_h1_framing` first).
 
         Raises:
             BadRequest: 400 for an unusable target.
