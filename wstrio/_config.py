@@ -261,6 +261,10 @@ class ServerConfig:
     """``max-write-idle``: seconds a write to a client may stall (lighttpd ``server.max-write-idle``)."""
     max_keep_alive_idle: float = 5.0
     """``max-keep-alive-idle``: seconds an idle keep-alive connection is kept."""
+    max_request_head_time: float = 30.0
+    """``max-request-head-time``: seconds from a request head's first byte to its end, and for a TLS handshake.
+
+    Like nginx ``client_header_timeout``; bounds slowloris, which ``max-read-idle`` (per read) does not."""
     max_keep_alive_requests: int = 1000
     """``max-keep-alive-requests``: requests served on one connection before it is closed."""
     max_request_field_size: int = 8192
@@ -441,6 +445,7 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
         ("max-read-idle", config.max_read_idle),
         ("max-write-idle", config.max_write_idle),
         ("max-keep-alive-idle", config.max_keep_alive_idle),
+        ("max-request-head-time", config.max_request_head_time),
         ("shutdown-timeout", config.shutdown_timeout),
     ):
         _seconds(problems, f"server.{key}", value)

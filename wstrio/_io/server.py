@@ -30,7 +30,7 @@ from wstrio._io.context import ServerContext
 from wstrio._io.http.exchange import ConnectionContext
 from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
-from wstrio._io.http.tls import ReloadableContext, TlsListener, listener_wants_tls
+from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
 from wstrio._io.streams.pipes import close_stream
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
@@ -224,8 +224,8 @@ async def _serve_connection(
     config = context.config
     if isinstance(stream, trio.SSLStream):
         # A client that connects and says nothing must not hold the slot:
-        # the handshake gets max-read-idle, like a request head.
-        with trio.move_on_after(config.max_read_idle or math.inf) as scope:
+        # the whole handshake is bounded like a request head (handshake_time).
+        with trio.move_on_after(handshake_time(config)) as scope:
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:

@@ -5,8 +5,10 @@ the other (keep-alive), hands each to the dispatcher as an
 :class:`H1Exchange`, and stops when the connection must close or a handler
 took the raw stream over (a WebSocket upgrade).
 
-Timeouts: the first request head must arrive within ``max-read-idle``
-seconds, later ones (keep-alive) within ``max-keep-alive-idle``.  A stalled
+Timeouts: the first request head must start within ``max-read-idle``
+seconds, later ones (keep-alive) within ``max-keep-alive-idle``; each read
+of a head gets ``max-read-idle``, and the whole head, from its first byte,
+``max-request-head-time`` (slowloris: one byte at a time), else 408.  A stalled
 write to the client aborts the connection after ``max-write-idle``.  Request
 heads larger than ``max-request-field-size`` or with more than
 ``max-request-headers`` fields get 431; malformed requests get 400, as do
@@ -185,27 +187,40 @@ class _H1Connection:
         self.config = config
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_request_field_size)
 
-    async def next_event(self, idle: float) -> h11.Event | type[h11.PAUSED]:
+    async def next_event(self, idle: float, head_time: float = math.inf) -> h11.Event | type[h11.PAUSED]:
         """The next event from the client.
+
+        Args:
+            idle: seconds each read may wait.
+            head_time: when reading a request head, seconds from its first
+                byte (here or already buffered) to its end.
 
         Raises:
             BadRequest: the request (head or body) breaks HTTP, with h11's
                 status hint (400, 431 for a head over the size limit).
-            RequestTimeout: nothing arrived for ``idle`` seconds.
+            RequestTimeout: nothing arrived for ``idle`` seconds, or the
+                head did not end within ``head_time``.
             ClientGone: the connection broke.
         """
+        head_deadline = math.inf
         while True:
             with _READ_ERRORS:
                 event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
+            if head_deadline == math.inf and self.h11.trailing_data[0]:
+                head_deadline = trio.current_time() + head_time
             with trio.move_on_after(idle) as scope:
+                scope.deadline = min(scope.deadline, head_deadline)
                 try:
                     data = await self.stream.receive_some(65536)
                 except BROKEN as exc:
                     raise ClientGone from exc
             if scope.cancelled_caught:
-                msg = f"the client sent nothing for {idle:g} s"
+                if trio.current_time() >= head_deadline:
+                    msg = f"the request head took more than max-request-head-time ({head_time:g} s)"
+                else:
+                    msg = f"the client sent nothing for {idle:g} s"
                 raise RequestTimeout(msg)
             self.h11.receive_data(bytes(data))
 
@@ -286,11 +301,14 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
         # of 0 closes an idle connection at once (no keep-alive).
         timeout = (config.max_read_idle or math.inf) if served == 0 else config.max_keep_alive_idle
         try:
-            event = await conn.next_event(timeout)
-        except RequestTimeout:
+            event = await conn.next_event(timeout, config.max_request_head_time or math.inf)
+        except RequestTimeout as exc:
             if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0] and served:
                 return  # an idle keep-alive connection: just close it
+            partial = bool(conn.h11.trailing_data[0])
             await _send_error(conn, 408)
+            if partial:
+                log.info("%s: %s", peer, exc)
             return
         except BadRequest as exc:
             await _send_error(conn, exc.status)

@@ -13,11 +13,12 @@
 * :class:`TlsListener` wraps a transport listener and returns a
   :class:`trio.SSLStream` per connection, built with the context current at
   accept time.  The handshake is not done here (``accept`` must stay quick):
-  the connection task does it, with a timeout.
+  the connection task does it, within :func:`handshake_time`.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
 from pathlib import Path
 from typing import final
@@ -27,7 +28,7 @@ import trio
 from wstrio._config import ServerConfig, TlsConfig
 from wstrio._errors import ConfigError
 
-__all__ = ["ReloadableContext", "TlsListener", "listener_wants_tls", "load_server_context"]
+__all__ = ["ReloadableContext", "TlsListener", "handshake_time", "listener_wants_tls", "load_server_context"]
 
 _CERT_KEY = "server.tls.certificate"
 _KEY_KEY = "server.tls.private-key"
@@ -104,6 +105,16 @@ def load_server_context(tls: TlsConfig, *, http2: bool = True, source: str = "<m
 def listener_wants_tls(config: ServerConfig, tls: bool | None) -> bool:
     """Whether a listener with per-address ``tls`` setting serves TLS (``None`` follows ``[server.tls]``)."""
     return config.tls is not None if tls is None else tls
+
+
+def handshake_time(config: ServerConfig) -> float:
+    """Seconds a whole TLS handshake may take: the lesser of ``max-read-idle`` and ``max-request-head-time``.
+
+    The handshake is the first thing a client sends, like a request head:
+    one that trickles its bytes must not hold the connection (slowloris),
+    nor one that sends nothing.  0 means no limit for either key.
+    """
+    return min(config.max_read_idle or math.inf, config.max_request_head_time or math.inf)
 
 
 @final

@@ -58,7 +58,10 @@ stream, never a connection error (see :meth:`Request.from_h2`).
 
 **Timeouts.**  With no stream open, the connection is closed (GOAWAY) after
 ``max-keep-alive-idle`` seconds (``max-read-idle`` before the first
-request).  Streams have their own timeouts: ``max-read-idle`` in the tunnel
+request).  A header block (HEADERS and its CONTINUATION frames, which
+nothing may interleave) must end within ``max-request-head-time`` of its
+first byte, or the connection is closed (GOAWAY): slowloris on HTTP/2.
+Streams have their own timeouts: ``max-read-idle`` in the tunnel
 and for request bodies, ``max-write-idle`` for each send (lighttpd times h2
 connections out only as a whole).
 """
@@ -76,7 +79,7 @@ import h2.exceptions
 import h2.settings
 import trio
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame
 
 from wstrio._config import ServerConfig
 from wstrio._io.http.exchange import Dispatch
@@ -185,6 +188,8 @@ class H2Connection:
         self.io_scope = trio.CancelScope(shield=True)
         self.read_scope: trio.CancelScope | None = None
         self.idle_since = trio.current_time()
+        self.header_block_since: float | None = None
+        """When the header block now being received started (None: none is open)."""
         # The writer's buffer and its counters: `queued` bytes were put into
         # `out` so far, `written` of them reached the socket.
         self.out = bytearray()
@@ -274,6 +279,25 @@ class H2Connection:
         else:
             idle = self.config.max_keep_alive_idle if self.served else self.config.max_read_idle
             self.read_scope.deadline = self.idle_since + (idle or math.inf)
+        if self.header_block_since is not None:
+            limit = self.header_block_since + (self.config.max_request_head_time or math.inf)
+            self.read_scope.deadline = min(self.read_scope.deadline, limit)
+
+    def _header_block_open(self) -> bool:
+        """Whether h2 holds part of a header block: HEADERS without END_HEADERS, or a partial HEADERS frame."""
+        # h2 keeps these private: its FrameBuffer emits nothing until
+        # END_HEADERS, and bounds only the number of CONTINUATION frames.
+        buffer = self.h2.incoming_buffer
+        if buffer._headers_buffer:
+            return True
+        data = buffer._data
+        return len(data) >= 4 and data[3] in (HeadersFrame.type, ContinuationFrame.type)
+
+    def _header_block_deadline_passed(self) -> bool:
+        limit = self.config.max_request_head_time
+        if self.header_block_since is None or limit <= 0:
+            return False
+        return trio.current_time() >= self.header_block_since + limit
 
     async def read_loop(self, initial: bytes) -> None:
         try:
@@ -286,8 +310,11 @@ class H2Connection:
                     data = await self.transport.receive_some(READ_SIZE)
                 self.read_scope = None
                 if data is None:
-                    # The idle deadline passed with no stream open; close()
-                    # sends the GOAWAY.
+                    # The idle deadline passed with no stream open, or a
+                    # header block's; close() sends the GOAWAY.
+                    if self._header_block_deadline_passed():
+                        log.info("%s: an HTTP/2 header block took more than max-request-head-time", self.peer)
+                        return
                     if not self.tasks:
                         log.debug("%s: HTTP/2 connection idle", self.peer)
                         return
@@ -315,6 +342,10 @@ class H2Connection:
             self.kick()
             self.fail_streams()
             return False
+        if not self._header_block_open():
+            self.header_block_since = None
+        elif self.header_block_since is None:
+            self.header_block_since = trio.current_time()
         go_on = True
         for event in events:
             if not self._handle(event):
