@@ -34,15 +34,22 @@ def ws_request(
     *,
     scheme: str = "http",
 ) -> Request:
-    return Request.from_h1(
+    headers = WS_HEADERS if headers is None else headers
+    # from_h1 refuses control bytes and a missing, repeated or invalid Host
+    # (issue 12); the environment must be safe whatever a Request holds.
+    checked = [
+        (k, v) for k, v in headers if k.lower() != b"host" and not any(c < 9 or 9 < c < 32 or c == 127 for c in v)
+    ]
+    request = Request.from_h1(
         b"GET",
         target,
-        WS_HEADERS if headers is None else headers,
+        [(b"Host", b"h"), *checked],
         b"1.1",
         scheme=scheme,
         client=("192.0.2.7", 50123),
         server=("192.0.2.1", 8080),
     )
+    return attrs.evolve(request, headers=tuple((k.lower(), v) for k, v in headers))
 
 
 def environ(request: Request, **kwargs: object) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import attrs
 import pytest
 
 from wstrio._config import Backend, FrameType, Route
@@ -41,7 +42,10 @@ def _request(*changes: tuple[bytes, bytes | None], extra: tuple[tuple[bytes, byt
         headers = [(k, v) for k, v in headers if k.lower() != name.lower()]
         if value is not None:
             headers.append((name, value))
-    return Request.from_h1(b"GET", b"/", [*headers, *extra], b"1.1")
+    # Built around from_h1's own checks (a missing or blank Host is its 400
+    # already), so that the handshake policy is what is tested.
+    request = Request.from_h1(b"GET", b"/", WS_HEADERS, b"1.1")
+    return attrs.evolve(request, headers=tuple((k.lower(), v) for k, v in [*headers, *extra]))
 
 
 def _h2_request(*extra: tuple[bytes, bytes]) -> Request:
@@ -97,6 +101,13 @@ def test_missing_or_blank_host_is_400(host: bytes | None) -> None:
     err = _rejected(_request((b"Host", host)))
     assert err.status == 400
     assert "Host" in str(err)
+
+
+@pytest.mark.parametrize("second", [b"dGhlIHNhbXBsZSBub25jZQ==", b"x3JJHMbDL1EzLkh9GBhXDw=="])
+def test_duplicated_key_is_400(second: bytes) -> None:
+    err = _rejected(_request(extra=((b"Sec-WebSocket-Key", second),)))
+    assert err.status == 400
+    assert "more than one Sec-WebSocket-Key" in str(err)
 
 
 def test_host_is_checked_before_version() -> None:

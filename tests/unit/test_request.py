@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wstrio._errors import BadRequest
-from wstrio._sansio.http.request import Request, has_token, normalize_target
+from wstrio._sansio.http.request import Request, check_field_value, check_host, has_token, normalize_target
 
 WS_HEADERS = [
     (b"Host", b"example.com"),
@@ -164,7 +164,7 @@ def test_header_values_keeps_every_value_in_order() -> None:
 
 
 def test_host_is_empty_without_header() -> None:
-    assert _h1(_replace(b"Host", None)).host == ""
+    assert _h1(_replace(b"Host", None), version=b"1.0").host == ""
 
 
 def test_target_and_query() -> None:
@@ -254,3 +254,108 @@ def test_informational_heads_are_formatted_like_h11_and_refuse_injection() -> No
     for bad in [(b"x-evil", b"a\r\nset-cookie: b"), (b"bad name", b"v"), (b"", b"v"), (b"x", b"a\x00b")]:
         with pytest.raises(ValueError, match="invalid response header"):
             format_informational(101, [bad])
+
+
+# -- Host and header values (issue 12, defect 5) -----------------------------------------
+
+VALID_HOSTS = [
+    b"",
+    b"example.com",
+    b"EXAMPLE.com.",
+    b"example.com:8080",
+    b"example.com:",
+    b"127.0.0.1",
+    b"127.0.0.1:80",
+    b"[::1]",
+    b"[::1]:8080",
+    b"[2001:db8::7]",
+    b"[::ffff:192.0.2.1]:443",
+    b"[v1.fe80::a+en1]",
+    b"%41b.example",
+    b"a-b_c~d.e!$&'()*+,;=",
+]
+INVALID_HOSTS = [
+    b"a b/c@d",
+    b"user@example.com",
+    b"user:pw@example.com",
+    b"example.com/path",
+    b"example.com?q",
+    b"example.com#f",
+    b"exa\x01mple.com",
+    b"example.com\x7f",
+    b"ex\tample.com",
+    b"example.com:80x",
+    b"example.com:-1",
+    b"example.com:80:81",
+    b"::1",
+    b"[::1",
+    b"[::1]x",
+    b"[::1]:8x",
+    b"[not-ipv6]",
+    b"[1.2.3.4]",
+    b"[v.x]",
+    b"[vz.x]",
+    b"[v1.]",
+    b"%zz.example",
+    b"%4",
+    b'"example.com"',
+    b"<example.com>",
+    b"ex\\ample",
+    b"\xe9xample.com",
+]
+
+
+@pytest.mark.parametrize("host", VALID_HOSTS)
+def test_valid_hosts_pass(host: bytes) -> None:
+    check_host(host)
+    assert _h1([(b"Host", host)], target=b"/").header(b"host") == host
+
+
+@pytest.mark.parametrize("host", INVALID_HOSTS)
+def test_invalid_hosts_are_400(host: bytes) -> None:
+    with pytest.raises(BadRequest) as info:
+        check_host(host)
+    assert info.value.status == 400
+    assert "invalid Host" in str(info.value)
+    with pytest.raises(BadRequest):
+        _h1([(b"Host", host)], target=b"/")
+
+
+def test_http11_needs_exactly_one_host() -> None:
+    with pytest.raises(BadRequest, match="without a Host"):
+        _h1([], target=b"/")
+    with pytest.raises(BadRequest, match="more than one Host"):
+        _h1([(b"Host", b"a"), (b"host", b"a")], target=b"/")
+
+
+def test_http10_may_leave_host_out_but_not_repeat_it() -> None:
+    assert _h1([], target=b"/", version=b"1.0").host == ""
+    with pytest.raises(BadRequest, match="more than one Host"):
+        _h1([(b"Host", b"a"), (b"Host", b"b")], target=b"/", version=b"1.0")
+
+
+@pytest.mark.parametrize("byte", [*range(0x09), *range(0x0A, 0x20), 0x7F])
+def test_control_bytes_in_values_are_400(byte: int) -> None:
+    value = b"a" + bytes([byte]) + b"b"
+    with pytest.raises(BadRequest, match="control byte"):
+        check_field_value(b"x-a", value)
+    with pytest.raises(BadRequest, match="control byte"):
+        _h1([(b"Host", b"x"), (b"X-A", value)], target=b"/")
+    with pytest.raises(BadRequest, match=r"control byte|NUL, CR or LF"):
+        Request.from_h2([(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b"x-a", value)])
+
+
+def test_tab_and_obs_text_in_values_pass() -> None:
+    check_field_value(b"x-a", b"a\tb \x80\xff")
+
+
+@pytest.mark.parametrize("host", [b"a b/c@d", b"user@example.com", b"[::1"])
+def test_h2_authority_and_host_are_checked(host: bytes) -> None:
+    base = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")]
+    with pytest.raises(BadRequest, match="invalid Host"):
+        Request.from_h2([*base, (b":authority", host)])
+    with pytest.raises(BadRequest, match="invalid Host"):
+        Request.from_h2([*base, (b"host", host)])
+    with pytest.raises(BadRequest, match="more than one host"):
+        Request.from_h2([*base, (b"host", b"a"), (b"host", b"b")])
+    assert Request.from_h2([*base, (b":authority", b"example.com:8443")]).host == "example.com:8443"

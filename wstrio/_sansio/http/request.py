@@ -10,6 +10,7 @@ Never imports trio.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import NoReturn, final
 from urllib.parse import unquote_to_bytes
@@ -18,7 +19,16 @@ import attrs
 
 from wstrio._errors import BadRequest
 
-__all__ = ["H2_CONNECTION_HEADERS", "Request", "check_h1_framing", "has_token", "header_list_size", "normalize_target"]
+__all__ = [
+    "H2_CONNECTION_HEADERS",
+    "Request",
+    "check_field_value",
+    "check_h1_framing",
+    "check_host",
+    "has_token",
+    "header_list_size",
+    "normalize_target",
+]
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -27,6 +37,69 @@ H2_CONNECTION_HEADERS = frozenset([b"connection", b"proxy-connection", b"keep-al
 
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _H2_REQUEST_PSEUDO = frozenset([b":method", b":scheme", b":authority", b":path", b":protocol"])
+# RFC 3986 section 3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ).
+_REG_NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=%")
+_HEXDIG = frozenset(b"0123456789ABCDEFabcdef")
+# IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+_IPVFUTURE_TAIL = (_REG_NAME - {ord("%")}) | {ord(":")}
+# Control bytes a field value may not hold (RFC 9110 section 5.5): all but HTAB.
+_CTL = frozenset([*range(0x09), *range(0x0A, 0x20), 0x7F])
+
+
+def _bad_host(value: bytes, why: str) -> NoReturn:
+    msg = f"invalid Host {value[:80]!r}: {why}"
+    raise BadRequest(msg, 400)
+
+
+def check_host(value: bytes) -> None:
+    """Refuse a ``Host`` (or ``:authority``) that is not ``uri-host [":" port]``.
+
+    RFC 9112 section 3.2 and RFC 3986 section 3.2.2: a reg-name (letters,
+    digits, ``-._~``, sub-delims, valid ``%XX``; an IPv4 address is one), an
+    ``[IPv6]`` or ``[vX.future]`` literal, then an optional port of digits.
+    No userinfo, path, whitespace or control bytes.  An empty value is valid
+    (a URI without an authority).
+
+    Raises:
+        BadRequest: 400.
+    """
+    if value.startswith(b"["):
+        literal, sep, rest = value[1:].partition(b"]")
+        if not sep:
+            _bad_host(value, "no ']' after the IP literal")
+        if literal[:1] in (b"v", b"V"):
+            version, dot, tail = literal[1:].partition(b".")
+            if not (version and dot and tail) or not set(version) <= _HEXDIG or not set(tail) <= _IPVFUTURE_TAIL:
+                _bad_host(value, "not an IPvFuture literal")
+        else:
+            try:
+                ipaddress.IPv6Address(literal.decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                _bad_host(value, "not an IPv6 address")
+    else:
+        colon = value.find(b":")
+        name = value if colon < 0 else value[:colon]
+        rest = b"" if colon < 0 else value[colon:]
+        if not set(name) <= _REG_NAME:
+            _bad_host(value, "a character that no host name has")
+        for i in range(len(name)):
+            if name[i] == 0x25 and not (len(name[i + 1 : i + 3]) == 2 and set(name[i + 1 : i + 3]) <= _HEXDIG):
+                _bad_host(value, "'%' not followed by two hex digits")
+    if rest and (rest[:1] != b":" or (not rest[1:].isdigit() and rest != b":")):
+        _bad_host(value, "the port is not a number")
+
+
+def check_field_value(name: bytes, value: bytes) -> None:
+    """Refuse a header value with a control byte other than HTAB (RFC 9110 section 5.5).
+
+    Such a value is never passed on to a backend, a CGI program or a log.
+
+    Raises:
+        BadRequest: 400.
+    """
+    if not _CTL.isdisjoint(value):
+        msg = f"header {name[:80]!r} has a control byte in its value"
+        raise BadRequest(msg, 400)
 
 
 def header_list_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
@@ -49,6 +122,7 @@ def _check_h2_field(name: bytes, value: bytes) -> None:
             _reject_malformed(f"invalid header name {name[:80]!r} (names are lower-case tokens)")
     if b"\0" in value or b"\r" in value or b"\n" in value:
         _reject_malformed(f"header {name!r} has a NUL, CR or LF in its value")
+    check_field_value(name, value)
     if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
         _reject_malformed(f"header {name!r} has whitespace around its value")
 
@@ -229,11 +303,30 @@ class Request:
         The body framing is not checked here (the HTTP/1.1 layer calls
         :func:`check_h1_framing` first).
 
+        Every header value is checked (:func:`check_field_value`), and the
+        ``Host``: exactly one on HTTP/1.1, at most one on HTTP/1.0, each
+        valid (:func:`check_host`).  h11 has already refused NUL, CR and LF
+        in values and joined any obs-fold into one space (RFC 9112 section
+        5.2 allows that).
+
         Raises:
-            BadRequest: 400 for an unusable target.
+            BadRequest: 400 for an unusable target or header.
         """
         path, query = normalize_target(target)
         hdrs = tuple((k.lower(), v) for k, v in headers)
+        hosts = []
+        for k, v in hdrs:
+            check_field_value(k, v)
+            if k == b"host":
+                hosts.append(v)
+        if len(hosts) > 1:
+            msg = "more than one Host header"
+            raise BadRequest(msg, 400)
+        if hosts:
+            check_host(hosts[0])
+        elif http_version == b"1.1":
+            msg = "HTTP/1.1 request without a Host header"
+            raise BadRequest(msg, 400)
         upgrade = None
         connection = b",".join(v for k, v in hdrs if k == b"connection")
         for k, v in hdrs:
@@ -348,6 +441,11 @@ class Request:
         target = pseudo[b":path"]
         path, query = normalize_target(target)
         authority = pseudo.get(b":authority")
+        hosts = [v for k, v in regular if k == b"host"]
+        if authority is None and len(hosts) > 1:
+            _reject_malformed("more than one host header")
+        for value in [authority] if authority is not None else hosts:
+            check_host(value)
         if authority is not None:
             hdrs = ((b"host", authority), *(h for h in regular if h[0] != b"host"))
         else:

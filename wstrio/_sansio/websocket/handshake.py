@@ -8,7 +8,8 @@ answers, with its bugs fixed:
    allowed is 403.
 3. ``Sec-WebSocket-Version`` must be 13, else 400 *with*
    ``Sec-WebSocket-Version: 13`` (lighttpd loses that header).
-4. HTTP/1.1 only: ``Sec-WebSocket-Key`` must be base64 of 16 bytes, else 400.
+4. HTTP/1.1 only: exactly one ``Sec-WebSocket-Key`` (RFC 6455 section
+   11.3.1), base64 of 16 bytes, else 400.
    lighttpd checks only presence, and only after connecting to the backend;
    we check before connecting, so a bad request never costs a backend
    connection.
@@ -132,10 +133,14 @@ def check_websocket(request: Request, route: Route) -> WebSocketAccept:
         raise HandshakeRejected(msg, 400, _VERSION_HINT)
     key = None
     if not request.h2:
-        key = request.header(b"sec-websocket-key")
-        if key is None:
+        keys = request.header_values(b"sec-websocket-key")
+        if not keys:
             msg = "WebSocket handshake without Sec-WebSocket-Key"
             raise HandshakeRejected(msg, 400)
+        if len(keys) > 1:
+            msg = "WebSocket handshake with more than one Sec-WebSocket-Key"
+            raise HandshakeRejected(msg, 400)
+        key = keys[0]
         try:
             decoded = base64.b64decode(key.strip(), validate=True)
         except binascii.Error:
