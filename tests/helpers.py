@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import h11
 import trio
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
@@ -711,3 +712,27 @@ async def read_head(stream: trio.abc.Stream) -> bytes:
     head, _, rest = data.partition(b"\r\n\r\n")
     assert rest == b"", "this test backend never sends bytes behind its head"
     return head
+
+
+async def serve_recording_backend(nursery: trio.Nursery, record: Callable[[h11.Request], object]) -> int:
+    """An HTTP/1.1 backend on a loopback port that answers 200 ``ok`` and passes each request head to ``record``."""
+
+    async def app(stream: trio.SocketStream) -> None:
+        h = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    h.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Request):
+                    record(event)
+                elif isinstance(event, h11.EndOfMessage):
+                    response = h11.Response(status_code=200, headers=[(b"content-length", b"2")])
+                    await stream.send_all(h.send(response) + h.send(h11.Data(data=b"ok")) + h.send(h11.EndOfMessage()))
+                    h.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (h11.ProtocolError, trio.BrokenResourceError):
+            return
+
+    return await serve_tcp_backend(nursery, app)

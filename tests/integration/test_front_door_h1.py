@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h11
 import pytest
 import trio
 
 import wstrio
-from tests.helpers import RawClient, RawClients, echo_route, serve_echo_tcp, serve_tcp_backend, start_server
+from tests.helpers import RawClient, RawClients, echo_route, serve_echo_tcp, serve_recording_backend, start_server
 
 SMUGGLED = b"GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -32,26 +31,7 @@ def www(tmp_path: Path) -> Path:
 
 async def recording_backend(nursery: trio.Nursery, targets: list[bytes]) -> int:
     """An HTTP backend that answers 200 ``ok`` to every request and records each target."""
-
-    async def app(stream: trio.SocketStream) -> None:
-        h = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = h.next_event()
-                if event is h11.NEED_DATA:
-                    h.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    targets.append(event.target)
-                elif isinstance(event, h11.EndOfMessage):
-                    response = h11.Response(status_code=200, headers=[(b"content-length", b"2")])
-                    await stream.send_all(h.send(response) + h.send(h11.Data(data=b"ok")) + h.send(h11.EndOfMessage()))
-                    h.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-        except (h11.ProtocolError, trio.BrokenResourceError):
-            return
-
-    return await serve_tcp_backend(nursery, app)
+    return await serve_recording_backend(nursery, lambda request: targets.append(request.target))
 
 
 async def gateway(

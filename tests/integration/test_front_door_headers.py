@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h11
 import pytest
 import trio
 
@@ -23,7 +22,7 @@ from tests.helpers import (
     echo_route,
     handshake_request,
     serve_echo_tcp,
-    serve_tcp_backend,
+    serve_recording_backend,
     start_server,
 )
 
@@ -40,26 +39,7 @@ def www(tmp_path: Path) -> Path:
 
 async def recording_backend(nursery: trio.Nursery, heads: Heads) -> int:
     """An HTTP backend that answers 200 ``ok`` and records each request's header fields."""
-
-    async def app(stream: trio.SocketStream) -> None:
-        h = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = h.next_event()
-                if event is h11.NEED_DATA:
-                    h.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    heads.append(list(event.headers.raw_items()))
-                elif isinstance(event, h11.EndOfMessage):
-                    response = h11.Response(status_code=200, headers=[(b"content-length", b"2")])
-                    await stream.send_all(h.send(response) + h.send(h11.Data(data=b"ok")) + h.send(h11.EndOfMessage()))
-                    h.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
-                    return
-        except (h11.ProtocolError, trio.BrokenResourceError):
-            return
-
-    return await serve_tcp_backend(nursery, app)
+    return await serve_recording_backend(nursery, lambda request: heads.append(list(request.headers.raw_items())))
 
 
 async def gateway(nursery: trio.Nursery, www: Path, heads: Heads) -> wstrio.Server:
