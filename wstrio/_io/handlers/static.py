@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from wstrio._io.http.exchange import Exchange, send_simple
-from wstrio._sansio.http.static import content_type, etag_for, http_date, is_denied, is_not_modified
+from wstrio._sansio.http.static import content_type, etag_for, http_date, inside_root, is_denied, is_not_modified
 
 if TYPE_CHECKING:
     from wstrio._io.context import RouteMatch, ServerContext
@@ -30,14 +30,10 @@ __all__ = ["handle"]
 _CHUNK = 65536
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def _resolve(root: str, path: str, deny: tuple[str, ...]) -> str | None:
     """The real path of ``path``, or ``None`` when it lies outside ``root`` or under a denied name there."""
     real = os.path.realpath(path)
-    if not _inside(real, root):
+    if not inside_root(real, root):
         return None
     if deny and real != root and is_denied("/" + os.path.relpath(real, root).replace(os.sep, "/"), deny):
         return None

@@ -8,6 +8,7 @@ Never imports trio.
 from __future__ import annotations
 
 import mimetypes
+import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC
 from email.utils import formatdate, parsedate_to_datetime
@@ -19,6 +20,7 @@ __all__ = [
     "content_type",
     "etag_for",
     "http_date",
+    "inside_root",
     "is_denied",
     "is_not_modified",
     "static_deny_problem",
@@ -164,3 +166,8 @@ def is_denied(path: str, patterns: Iterable[str]) -> bool:
         if any(fnmatchcase(segment, pattern) for pattern in patterns):
             return True
     return False
+
+
+def inside_root(path: str, root: str) -> bool:
+    """Whether the real path ``path`` is ``root`` or lies below it (both already resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -18,6 +18,7 @@ from wstrio._config import Route
 from wstrio._errors import HttpError
 from wstrio._sansio.cgi.environ import find_script
 from wstrio._sansio.http.request import Request
+from wstrio._sansio.http.static import inside_root
 
 __all__ = ["ScriptTarget", "backend_target", "locate_script"]
 
@@ -30,10 +31,6 @@ class ScriptTarget:
     script_name: str
     path_info: str
     script_filename: str | None
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def locate_script(real_root: str, url_path: str) -> ScriptTarget | None:
@@ -60,7 +57,7 @@ def locate_script(real_root: str, url_path: str) -> ScriptTarget | None:
         return None
     script_name, path_info = found
     filename = os.path.join(real_root, script_name.lstrip("/"))
-    if not _inside(os.path.realpath(filename), real_root):
+    if not inside_root(os.path.realpath(filename), real_root):
         msg = f"{script_name} leads outside document-root"
         raise HttpError(msg, 403)
     return ScriptTarget(script_name, path_info, filename)
