@@ -9,6 +9,7 @@ whenever a :class:`ServerConfig` is built, by the loader, in Python or with
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import signal
@@ -43,6 +44,8 @@ __all__ = [
     "ServerConfig",
     "TlsConfig",
     "check_config",
+    "network_problem",
+    "parse_networks",
 ]
 
 HandlerName = Literal["wstunnel", "proxy", "cgi", "scgi", "fastcgi"]
@@ -57,8 +60,41 @@ GATEWAY_HANDLERS = ("cgi", "scgi", "fastcgi")
 """The CGI family: handlers that build a CGI environment."""
 FrameType = Literal["text", "binary"]
 ProxyTarget = Literal["normalized", "reject", "raw"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_MAX_REQUEST_BODY_SIZE = 1 << 30
+"""``max-request-body-size`` when not set: 1 GiB, as Apache's ``LimitRequestBody``."""
 PROXY_TARGETS: tuple[str, ...] = get_args(ProxyTarget)
 """The ``proxy-target`` values a proxy route accepts."""
+
+
+def network_problem(value: object) -> str | None:
+    """Why ``value`` is not a network for ``allow``/``deny`` (``None``: it is one)."""
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return None
+    if not isinstance(value, str):
+        return f"must be a CIDR network such as '10.0.0.0/8' or an address, not {value!r}"
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"must be a CIDR network such as '10.0.0.0/8' or an address, not {value!r} ({exc})"
+        return f"{value!r} has host bits set; did you mean {str(loose)!r}?"
+    return None
+
+
+def parse_networks(values: object) -> tuple[Any, ...]:
+    """``allow``/``deny`` items as networks; an item that is none is kept as given, for :func:`check_config`."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        return (values,) if values else ()
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, str) and network_problem(value) is None:
+            out.append(ipaddress.ip_network(value, strict=True))
+        else:
+            out.append(value)
+    return tuple(out)
 
 
 @final
@@ -221,6 +257,22 @@ class Route:
     re-encoded), the query as sent; ``reject``: 400 for a target whose path
     normalisation would change, else the target as sent; ``raw``: the target
     as sent (unsafe: the backend may resolve it outside the route's prefix)."""
+    allow: tuple[Network, ...] = attrs.field(default=(), converter=parse_networks)
+    """``allow``: client networks (CIDR, e.g. ``"10.0.0.0/8"``, or single addresses) that may use the route.
+
+    Empty (the default): every client.  Otherwise a client in none of them is
+    answered 403.  A client on a unix socket has no address and is in none."""
+    deny: tuple[Network, ...] = attrs.field(default=(), converter=parse_networks)
+    """``deny``: client networks answered 403 on this route; ``deny`` wins over ``allow``."""
+    max_connections_per_ip: int = 0
+    """``max-connections-per-ip``: requests and tunnels one client address may have open on this route at once.
+
+    0 (the default): no limit of the route's own (``server.max-connections-per-ip`` still
+    applies).  Above it: 429 with ``Retry-After``, before any backend is contacted."""
+    max_request_body_size: int | None = None
+    """``max-request-body-size``: proxy, cgi, scgi, fastcgi: bytes of request body (413 above).
+
+    ``None`` (the default): ``server.max-request-body-size``; 0: no limit."""
 
     @property
     def effective_pong_timeout(self) -> float:
@@ -265,6 +317,24 @@ class ServerConfig:
     """``max-request-head-time``: seconds from a request head's first byte to its end, and for a TLS handshake.
 
     Like nginx ``client_header_timeout``; bounds slowloris, which ``max-read-idle`` (per read) does not."""
+    max_connections_per_ip: int = 0
+    """``max-connections-per-ip``: connections one client address may have open at once (0 = no limit).
+
+    Counted per worker process.  A connection above it gets 429 with
+    ``Retry-After`` to its first request (HTTP/2: GOAWAY ENHANCE_YOUR_CALM)."""
+    request_rate: float = 0.0
+    """``request-rate``: requests per second one client address may make, on average (0 = no limit).
+
+    A token bucket per address (nginx ``limit_req``): ``request-burst``
+    requests may come at once, then ``request-rate`` per second.  Above it:
+    429 with ``Retry-After``.  Each HTTP/2 stream is a request."""
+    request_burst: int | None = None
+    """``request-burst``: the bucket's size; default one second's worth (``request-rate``, at least 1)."""
+    max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE
+    """``max-request-body-size``: bytes of request body a proxy or CGI-family route forwards (413 above; 0 = no limit).
+
+    A ``Content-Length`` above it is refused before any backend is contacted;
+    a chunked or HTTP/2 body is counted as it streams.  A route may set its own."""
     max_keep_alive_requests: int = 1000
     """``max-keep-alive-requests``: requests served on one connection before it is closed."""
     max_request_field_size: int = 8192
@@ -285,6 +355,19 @@ class ServerConfig:
     """``workers``: worker processes (``"auto"`` = one per CPU)."""
     source: str = attrs.field(default="<ServerConfig>", eq=False)
     """Where the configuration came from, for messages (not part of equality)."""
+
+    @property
+    def effective_request_burst(self) -> int:
+        """``request-burst``, defaulting to one second's worth of ``request-rate`` (at least 1)."""
+        if self.request_burst is not None:
+            return self.request_burst
+        return max(1, math.ceil(self.request_rate))
+
+    def request_body_limit(self, route: Route | None) -> int:
+        """The ``max-request-body-size`` that applies on ``route`` (0 = no limit)."""
+        if route is not None and route.max_request_body_size is not None:
+            return route.max_request_body_size
+        return self.max_request_body_size
 
     def __attrs_post_init__(self) -> None:
         # The same value rules as the TOML loader, for configs built in Python.
@@ -398,6 +481,17 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
         ):
             if given:
                 problems.append((f"{path}.{key}", f"only applies to proxy routes, not {handler!r}"))
+    for key, networks in (("allow", route.allow), ("deny", route.deny)):
+        for i, network in enumerate(networks):
+            if (problem := network_problem(network)) is not None:
+                problems.append((f"{path}.{key}[{i}]", problem))
+    _count(problems, f"{path}.max-connections-per-ip", route.max_connections_per_ip, 0)
+    if route.max_request_body_size is not None:
+        _count(problems, f"{path}.max-request-body-size", route.max_request_body_size, 0)
+        if handler == "wstunnel":
+            problems.append(
+                (f"{path}.max-request-body-size", "only applies to proxy, cgi, scgi and fastcgi routes, not 'wstunnel'")
+            )
     if handler in BACKEND_HANDLERS and not route.backends:
         problems.append((f"{path}.backend", f"a {handler} route needs at least one [[route.backend]]"))
     if handler == "cgi":
@@ -434,6 +528,15 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
             problems.append((f"server.listen[{i}].tls", "needs [server.tls] (certificate and private-key)"))
     _count(problems, "server.max-connections", config.max_connections, 1)
     _count(problems, "server.max-keep-alive-requests", config.max_keep_alive_requests, 1)
+    _count(problems, "server.max-connections-per-ip", config.max_connections_per_ip, 0)
+    _count(problems, "server.max-request-body-size", config.max_request_body_size, 0)
+    rate = config.request_rate
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate < 0 or not math.isfinite(rate):
+        problems.append(("server.request-rate", f"must be a number of requests per second >= 0, not {rate!r}"))
+    if config.request_burst is not None:
+        _count(problems, "server.request-burst", config.request_burst, 1)
+        if not rate:
+            problems.append(("server.request-burst", "only applies with server.request-rate"))
     _count(problems, "server.max-request-field-size", config.max_request_field_size, 256, 1 << 20)
     _count(problems, "server.max-request-headers", config.max_request_headers, 1, 10000)
     _count(problems, "server.workers", config.workers, 1, 256)

@@ -44,7 +44,9 @@ from wstrio._sansio.config.values import (
     environment,
     import_object,
     integer,
+    networks,
     parse_listen,
+    rate,
     regex,
     seconds,
     signal_number,
@@ -174,6 +176,10 @@ class _Loader(Walker):
             "forwarded": boolean,
             "replace-http-host": boolean,
             "proxy-target": choice(*PROXY_TARGETS),
+            "allow": networks,
+            "deny": networks,
+            "max-connections-per-ip": integer(0),
+            "max-request-body-size": integer(0),
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -199,6 +205,10 @@ class _Loader(Walker):
         for key in ("local-redirect", "environment"):
             if key in got and handler is not None and handler not in GATEWAY_HANDLERS:
                 self.problem(f"{path}.{key}", f"only applies to cgi, scgi and fastcgi routes, not {handler!r}")
+        if "max-request-body-size" in got and handler == "wstunnel":
+            self.problem(
+                f"{path}.max-request-body-size", "only applies to proxy, cgi, scgi and fastcgi routes, not 'wstunnel'"
+            )
         for key in ("forwarded", "replace-http-host", "proxy-target"):
             if key in got and handler is not None and handler != "proxy":
                 self.problem(f"{path}.{key}", f"only applies to proxy routes, not {handler!r}")
@@ -245,6 +255,10 @@ class _Loader(Walker):
             forwarded=got.get("forwarded", False),
             replace_http_host=got.get("replace-http-host", False),
             proxy_target=got.get("proxy-target", "normalized"),
+            allow=got.get("allow", ()),
+            deny=got.get("deny", ()),
+            max_connections_per_ip=got.get("max-connections-per-ip", 0),
+            max_request_body_size=got.get("max-request-body-size"),
         )
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
@@ -277,6 +291,10 @@ class _Loader(Walker):
                 "max-keep-alive-idle": seconds,
                 "max-request-head-time": seconds,
                 "max-keep-alive-requests": integer(1),
+                "max-connections-per-ip": integer(0),
+                "request-rate": rate,
+                "request-burst": integer(1),
+                "max-request-body-size": integer(0),
                 "max-request-field-size": integer(256, 1 << 20),
                 "max-request-headers": integer(1, 10000),
                 "shutdown-timeout": seconds,
@@ -293,6 +311,8 @@ class _Loader(Walker):
                 self.problem(f"server.mimetype-assign.{key}", "keys are extensions starting with '.'")
             if "/" not in value:
                 self.problem(f"server.mimetype-assign.{key}", f"must be a MIME type like 'text/html', not {value!r}")
+        if "request-burst" in server and not server.get("request-rate"):
+            self.problem("server.request-burst", "only applies with server.request-rate")
         raw_routes = top.get("route", [])
         if isinstance(raw_routes, Mapping):
             raw_routes = [raw_routes]
@@ -334,6 +354,10 @@ class _Loader(Walker):
             "max-keep-alive-idle": "max_keep_alive_idle",
             "max-request-head-time": "max_request_head_time",
             "max-keep-alive-requests": "max_keep_alive_requests",
+            "max-connections-per-ip": "max_connections_per_ip",
+            "request-rate": "request_rate",
+            "request-burst": "request_burst",
+            "max-request-body-size": "max_request_body_size",
             "max-request-field-size": "max_request_field_size",
             "max-request-headers": "max_request_headers",
             "shutdown-timeout": "shutdown_timeout",

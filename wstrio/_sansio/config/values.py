@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from wstrio._config import ListenAddress
+from wstrio._config import ListenAddress, network_problem, parse_networks
 
 __all__ = [
     "Bad",
@@ -205,6 +205,23 @@ def seconds(value: object) -> float:
     if value < 0 or value != value or value == float("inf"):
         bad(f"must be a finite number of seconds >= 0, not {value!r}")
     return float(value)
+
+
+def rate(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        bad(f"must be a number of requests per second, not {type_name(value)} {value!r}")
+    if value < 0 or value != value or value == float("inf"):
+        bad(f"must be a finite number of requests per second >= 0, not {value!r}")
+    return float(value)
+
+
+def networks(value: object) -> tuple[Any, ...]:
+    items = strings()(value)
+    for i, item in enumerate(items):
+        problem = network_problem(item)
+        if problem is not None:
+            bad(f"item {i}: {problem}")
+    return parse_networks(items)
 
 
 def choice(*choices: str) -> Callable[[object], str]:
