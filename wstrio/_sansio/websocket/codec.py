@@ -19,8 +19,8 @@ Why not wsproto's parser: it costs about 40 us per small frame (a
 generator per frame, four copies of each payload), which alone would cap a
 tunnel below a third of lighttpd's message rate.  This decoder implements
 exactly the server side of RFC 6455 section 5 — frames must be masked, no
-extensions (RSV bits are errors), control frames at most 125 bytes and
-never fragmented, continuation rules, valid close codes, UTF-8 text — and
+extensions (RSV bits are errors), lengths in their minimal encoding,
+control frames at most 125 bytes and never fragmented, continuation rules, valid close codes, UTF-8 text — and
 the tests check it against wsproto as an oracle.  Unmasking is done in bulk
 (one big-integer XOR per chunk).
 
@@ -245,6 +245,9 @@ class WebSocketCodec:
                 if n - pos < 4:
                     break
                 length = _unpack_h(buf, pos + 2)[0]
+                if length < 126:
+                    msg = f"a {length}-byte payload length in the 16-bit field (RFC 6455 5.2: minimal encoding)"
+                    raise _ProtocolError(msg)
                 head = 4
             elif length == 127:
                 if n - pos < 10:
@@ -252,6 +255,9 @@ class WebSocketCodec:
                 length = _unpack_q(buf, pos + 2)[0]
                 if length >> 63:
                     msg = "64-bit payload length with the most significant bit set"
+                    raise _ProtocolError(msg)
+                if length < 65536:
+                    msg = f"a {length}-byte payload length in the 64-bit field (RFC 6455 5.2: minimal encoding)"
                     raise _ProtocolError(msg)
                 head = 10
             if opcode >= 8:
