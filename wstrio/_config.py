@@ -227,6 +227,15 @@ class Route:
     """``ping-interval``: seconds between PINGs to the client; 0 = none (wstunnel)."""
     pong_timeout: float | None = None
     """``pong-timeout``: seconds to wait for the PONG; default = ``ping-interval``."""
+    max_frame_size: int = 0
+    """``max-frame-size``: bytes of payload one client frame may declare; above it CLOSE 1009 (wstunnel; 0: none)."""
+    max_message_size: int = 0
+    """``max-message-size``: bytes one client message may have over all its fragments; above it CLOSE 1009.
+
+    wstunnel; 0 = no limit.  Checked against the lengths frame headers declare,
+    so nothing of an oversized frame is read or passed on; frames are streamed,
+    never assembled, so without a limit wstrio holds no more of a huge message
+    than one read."""
     upgrade: bool = False
     """``upgrade``: pass WebSocket upgrades through (proxy, cgi, scgi, fastcgi)."""
     assign: tuple[tuple[str, str], ...] = ()
@@ -455,6 +464,8 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
     if route.frame_type not in ("text", "binary"):
         problems.append((f"{path}.frame-type", f"must be 'text' or 'binary', not {route.frame_type!r}"))
     _seconds(problems, f"{path}.ping-interval", route.ping_interval)
+    _count(problems, f"{path}.max-frame-size", route.max_frame_size, 0)
+    _count(problems, f"{path}.max-message-size", route.max_message_size, 0)
     if route.pong_timeout is not None:
         _seconds(problems, f"{path}.pong-timeout", route.pong_timeout)
     if handler != "wstunnel":
@@ -463,6 +474,8 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
             ("origins", bool(route.origins)),
             ("ping-interval", bool(route.ping_interval)),
             ("pong-timeout", route.pong_timeout is not None),
+            ("max-frame-size", bool(route.max_frame_size)),
+            ("max-message-size", bool(route.max_message_size)),
         ):
             if given:
                 problems.append((f"{path}.{key}", f"only applies to wstunnel routes, not {handler!r}"))

@@ -420,6 +420,44 @@ async def test_protocol_errors_close_the_tunnel(
     assert not any(f.opcode in (OP_TEXT, OP_BINARY) for f in frames)
 
 
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        pytest.param({"max-frame-size": 1000}, b"x" * 1001, id="frame"),
+        pytest.param({"max-message-size": 1000}, [b"x" * 600, b"y" * 600], id="message-in-fragments"),
+    ],
+)
+async def test_oversized_frames_and_messages_are_1009(
+    nursery: trio.Nursery, limits: dict[str, int], message: bytes | list[bytes]
+) -> None:
+    server = await echo_server(nursery, **limits)
+
+    def client(url: str) -> tuple[bytes, int | None]:
+        with ws_connect(url, max_size=None) as ws:
+            ws.send(b"a" * 1000)  # at the limit: passed on, echoed
+            echoed = "".join(map(str, ws_receive_bytes(ws, 1000))).encode()  # text frames (frame-type)
+            ws.send(message)
+            try:
+                while True:
+                    ws.recv(timeout=10)
+            except ConnectionClosed as exc:
+                return echoed, exc.rcvd.code if exc.rcvd else None
+
+    echoed, code = await ws_client(client, server.url("/ws/", scheme="ws"))
+    assert echoed == b"a" * 1000
+    assert code == 1009
+
+
+async def test_frame_size_limits_are_wstunnel_keys_in_the_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        '[[route]]\npath = "/p/"\nhandler = "proxy"\nmax-frame-size = 10\n'
+        '[[route.backend]]\nhost = "127.0.0.1"\nport = 1\n'
+    )
+    with pytest.raises(wstrio.ConfigError, match=r"bad.toml.*route\[0\]\.max-frame-size.*only applies to wstunnel"):
+        wstrio.load_config(cfg)
+
+
 # --------------------------------------------------------------------------
 # Text frames and UTF-8
 # --------------------------------------------------------------------------

@@ -489,3 +489,46 @@ def test_textframer_output_always_valid_utf8(chunks: list[bytes]) -> None:
         assert "\ufffd" in b"".join(out).decode()
     else:
         assert b"".join(out) == joined  # valid input passes unchanged, however it is split
+
+
+# -- max-frame-size and max-message-size ---------------------------------------------
+
+
+def test_frame_above_max_frame_size_is_1009_before_its_payload() -> None:
+    codec = WebSocketCodec(binary=True, max_frame_size=100)
+    header_only = _masked(0x82, b"x" * 101)[:8]  # header and mask: no payload yet
+    events = _feed(codec, _masked(0x82, b"a" * 100) + header_only)
+    assert [e for e in events if isinstance(e, Data)] == [Data(b"a" * 100)]
+    close = events[-1]
+    assert isinstance(close, Close)
+    assert (close.code, close.error) == (1009, True)
+    assert "max-frame-size" in close.reason
+
+
+def test_message_above_max_message_size_is_1009() -> None:
+    codec = WebSocketCodec(binary=True, max_message_size=10)
+    fragments = _masked(0x02, b"12345") + _masked(0x00, b"6789") + _masked(0x80, b"ab")
+    events = _feed(codec, fragments)
+    assert _payload(events[:-1]) == b"123456789"
+    assert isinstance(events[-1], Close)
+    assert events[-1].code == 1009
+
+
+def test_message_size_counts_each_message_afresh() -> None:
+    codec = WebSocketCodec(binary=True, max_message_size=10, max_frame_size=10)
+    stream = b"".join(_masked(0x82, b"0123456789") for _ in range(5))
+    assert _payload(_feed(codec, stream)) == b"0123456789" * 5
+
+
+def test_control_frames_do_not_count_towards_the_message() -> None:
+    codec = WebSocketCodec(binary=True, max_message_size=10)
+    events = _feed(codec, _masked(0x02, b"12345") + _masked(0x89, b"p" * 100) + _masked(0x80, b"67890"))
+    assert not any(isinstance(e, Close) for e in events)
+    assert b"".join(e.data for e in events if isinstance(e, Data)) == b"1234567890"
+
+
+def test_declared_2_63_byte_frame_without_limit_is_streamed() -> None:
+    codec = WebSocketCodec(binary=True)
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, (1 << 63) - 1) + MASK
+    events = _feed(codec, header + bytes(b ^ MASK[i % 4] for i, b in enumerate(b"abcd")))
+    assert _payload(events) == b"abcd"

@@ -59,7 +59,12 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
     try:
         async with match.backends.connect(request) as lease:
             upgraded = await exchange.upgrade(accept_headers(accept, h2=request.h2))
-            codec = WebSocketCodec(binary=accept.binary, leftover=upgraded.leftover)
+            codec = WebSocketCodec(
+                binary=accept.binary,
+                leftover=upgraded.leftover,
+                max_frame_size=route.max_frame_size,
+                max_message_size=route.max_message_size,
+            )
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
             outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub)

@@ -166,6 +166,8 @@ class _Loader(Walker):
             "origins": strings(),
             "ping-interval": seconds,
             "pong-timeout": seconds,
+            "max-frame-size": integer(0),
+            "max-message-size": integer(0),
             "upgrade": boolean,
             "assign": assign,
             "execute-x-only": boolean,
@@ -191,7 +193,7 @@ class _Loader(Walker):
             self.problem(path, f"give only one of 'path', 'regex', 'extensions', not {matchers}")
         if "path" in got and not got["path"].startswith("/"):
             self.problem(f"{path}.path", f"must start with '/', not {got['path']!r}")
-        wstunnel_only = ("frame-type", "origins", "ping-interval", "pong-timeout")
+        wstunnel_only = ("frame-type", "origins", "ping-interval", "pong-timeout", "max-frame-size", "max-message-size")
         if handler is not None and handler != "wstunnel":
             for key in wstunnel_only:
                 if key in got:
@@ -245,6 +247,8 @@ class _Loader(Walker):
             origins=got.get("origins", ()),
             ping_interval=got.get("ping-interval", 0.0),
             pong_timeout=got.get("pong-timeout"),
+            max_frame_size=got.get("max-frame-size", 0),
+            max_message_size=got.get("max-message-size", 0),
             upgrade=got.get("upgrade", False),
             assign=got.get("assign", ()),
             execute_x_only=got.get("execute-x-only", False),

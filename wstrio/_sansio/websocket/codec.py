@@ -54,6 +54,7 @@ OP_PONG = 0xA
 
 PROTOCOL_ERROR = 1002
 INVALID_DATA = 1007
+MESSAGE_TOO_BIG = 1009
 NO_STATUS = 1005
 
 _pack_h = struct.Struct("!BBH").pack
@@ -149,8 +150,15 @@ class _ProtocolError(Exception):
 class WebSocketCodec:
     """Server-side WebSocket framing for one connection (sans-I/O)."""
 
-    def __init__(self, *, binary: bool, leftover: bytes = b"") -> None:
+    def __init__(
+        self, *, binary: bool, leftover: bytes = b"", max_frame_size: int = 0, max_message_size: int = 0
+    ) -> None:
         self._opcode = OP_BINARY if binary else OP_TEXT
+        # 0: no limit.  Checked against the declared lengths in frame headers,
+        # so an oversized frame is refused before its payload is read.
+        self._max_frame = max_frame_size
+        self._max_message = max_message_size
+        self._message_size = 0
         self.closed_by_client = False
         self.close_sent = False
         self._done = False  # a CLOSE or an error was parsed: stop
@@ -290,12 +298,20 @@ class WebSocketCodec:
                 if not self._message:
                     msg = "continuation frame without a message to continue"
                     raise _ProtocolError(msg)
+                self._message_size += length
             else:
                 if self._message:
                     msg = "new data frame while a fragmented message is in progress"
                     raise _ProtocolError(msg)
                 self._message = opcode
                 self._utf8 = _utf8_decoder() if opcode == OP_TEXT else None
+                self._message_size = length
+            if self._max_frame and length > self._max_frame:
+                msg = f"a {length}-byte frame (max-frame-size is {self._max_frame})"
+                raise _ProtocolError(msg, MESSAGE_TOO_BIG)
+            if self._max_message and self._message_size > self._max_message:
+                msg = f"a message of more than {self._max_message} bytes (max-message-size)"
+                raise _ProtocolError(msg, MESSAGE_TOO_BIG)
             self._mask = bytes(buf[pos + head : pos + head + 4])
             self._mask_offset = 0
             self._frame_fin = fin
