@@ -645,7 +645,7 @@ class CliServer:
             return await self.process.wait()
 
 
-async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str) -> CliServer:
+async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str, **popen: Any) -> CliServer:
     """Start ``python -m wstrio serve config`` and wait for its "listening on" line.
 
     The port is parsed from that log line (use ``127.0.0.1:0`` in the config).
@@ -659,6 +659,7 @@ async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str) -> C
         stdin=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=str(config.parent),
+        **popen,
     )
     lines: list[str] = []
     listening = trio.Event()

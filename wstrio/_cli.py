@@ -15,8 +15,10 @@ from pathlib import Path
 
 import trio
 
+from wstrio._config import ServerConfig
 from wstrio._errors import ConfigError, WstrioError
 from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
+from wstrio._io.rlimit import nofile_warning, raise_nofile_limit
 from wstrio._io.server import Server, serve, serve_worker
 from wstrio._io.workers import Supervisor
 from wstrio._sansio.config.loader import load_config
@@ -132,6 +134,16 @@ async def _worker_until_signalled(config_path: str, listen_fds: str) -> int:
     return 0
 
 
+def _open_file_limit(config: ServerConfig) -> None:
+    """Raise the soft open-file limit to the hard one; warn once if it is still too low."""
+    raised = raise_nofile_limit()
+    if raised is not None:
+        log.debug("raised the open-file limit from %d to %d", *raised)
+    warning = nofile_warning(config)
+    if warning is not None:
+        log.warning("%s", warning)
+
+
 def _check(path: str) -> int:
     try:
         config = load_config(path)
@@ -151,6 +163,10 @@ def _check(path: str) -> int:
             for key, message in exc.problems:
                 print(f"  {key}: {message}", file=sys.stderr)
             return 1
+    raise_nofile_limit()  # as 'wstrio serve' will, so the warning is about the limit it will have
+    warning = nofile_warning(config)
+    if warning is not None:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     routes = len(config.routes)
     listen = ", ".join(str(a) for a in config.listen)
     print(f"{path}: OK ({routes} route{'s' if routes != 1 else ''}; listens on {listen})")
@@ -167,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
+        _open_file_limit(load_config(args.config))
         if args.command == "_worker":
             logging.getLogger().handlers[0].setFormatter(
                 logging.Formatter(f"%(asctime)s %(name)s[{args.worker_number}] %(levelname)s %(message)s")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,67 @@ async def test_serve_logs_where_it_listens_and_serves_static_files(nursery: trio
     assert data.endswith(b"<p>hi</p>\n")
     assert any(f"listening on http://127.0.0.1:{cli.port}" in line for line in cli.stderr)
     assert await cli.stop() == 0
+
+
+# --------------------------------------------------------------------------
+# The open-file limit
+# --------------------------------------------------------------------------
+
+
+def _soft_nofile(soft: int) -> Callable[[], None]:
+    def preexec() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+
+    return preexec
+
+
+def _limits_of(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no 'Max open files' line")
+
+
+def _small_config(tmp_path: Path, max_connections: int) -> Path:
+    config = tmp_path / "small.toml"
+    config.write_text(
+        f'[server]\nlisten = ["127.0.0.1:0"]\nmax-connections = {max_connections}\nhttp2 = false\n\n'
+        '[[route]]\npath = "/ws/"\nhandler = "wstunnel"\n  [[route.backend]]\n  host = "127.0.0.1"\n  port = 9\n'
+    )
+    return config
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="needs /proc (Linux)")
+async def test_serve_raises_the_soft_open_file_limit_to_the_hard_one(nursery: trio.Nursery, tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 512:
+        pytest.skip("the hard open-file limit is too low to see a raise")
+    cli = await start_cli_server(nursery, _small_config(tmp_path, 10), preexec_fn=_soft_nofile(256))
+    assert _limits_of(cli.process.pid) == (hard, hard)
+    assert not any("open-file limit" in line for line in cli.stderr)
+    assert await cli.stop() == 0
+
+
+async def test_check_warns_when_the_hard_open_file_limit_is_too_low(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    config = _small_config(tmp_path, hard)  # clients alone need every descriptor
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "wstrio", "check", str(config)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr  # a warning, not a problem
+    err = result.stderr.decode()
+    assert f"{config}: warning: the open-file limit is {hard} (hard {hard})" in err
+    assert f"may need {2 * hard + 1 + 64} file descriptors" in err
+    assert "LimitNOFILE" in err
+
+
+async def test_check_is_quiet_when_the_limit_is_enough(tmp_path: Path) -> None:
+    result = await run_wstrio("check", str(_small_config(tmp_path, 10)))
+    assert result.returncode == 0
+    assert b"warning" not in result.stderr
