@@ -656,10 +656,8 @@ async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str, **po
     """
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "wstrio", "serve", str(config), *args],
-        stdin=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        cwd=str(config.parent),
-        **popen,
+        **{"stdin": subprocess.DEVNULL, "cwd": str(config.parent), **popen},
     )
     lines: list[str] = []
     listening = trio.Event()

@@ -20,8 +20,8 @@ from wstrio._errors import ConfigError, WstrioError
 from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
 from wstrio._io.rlimit import nofile_warning, raise_nofile_limit
 from wstrio._io.server import Server, serve, serve_worker
-from wstrio._io.workers import Supervisor
-from wstrio._sansio.config.loader import load_config
+from wstrio._io.workers import ConfigText, Supervisor
+from wstrio._sansio.config.loader import config_from_text, load_config, read_config_file
 from wstrio._version import __version__
 
 __all__ = ["main"]
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wstrio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_p = sub.add_parser("serve", help="run the server described by CONFIG")
-    serve_p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+    serve_p.add_argument("config", metavar="CONFIG", help="TOML configuration file ('-': standard input)")
     serve_p.add_argument(
         "--log-level",
         default="info",
@@ -45,12 +45,14 @@ def _parser() -> argparse.ArgumentParser:
         help="log level (default: info; 'warning' hides the access log)",
     )
     worker_p = sub.add_parser("_worker")  # internal: one worker of workers = N (no help: not for users)
-    worker_p.add_argument("config")
+    worker_p.add_argument("config")  # "-": the supervisor writes the text to its stdin
+    worker_p.add_argument("--source", default="<stdin>")
+    worker_p.add_argument("--base-dir", default=".")
     worker_p.add_argument("--listen-fds", required=True)
     worker_p.add_argument("--log-level", default="info")
     worker_p.add_argument("--worker-number", type=int, default=0)
     check_p = sub.add_parser("check", help="validate CONFIG and list every problem")
-    check_p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+    check_p.add_argument("config", metavar="CONFIG", help="TOML configuration file ('-': standard input)")
     return parser
 
 
@@ -76,8 +78,7 @@ def _reload_certificates(server: Server) -> None:
         log.info("SIGHUP: no TLS listener, nothing to reload")
 
 
-async def _serve_until_signalled(config_path: str) -> int:
-    config = load_config(config_path)
+async def _serve_until_signalled(config: ServerConfig) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(serve, config)
@@ -99,9 +100,8 @@ async def _serve_until_signalled(config_path: str) -> int:
     return 0
 
 
-async def _supervise_until_signalled(config_path: Path, log_level: str) -> int:
-    config = load_config(config_path)
-    supervisor = Supervisor(config, config_path, log_level=log_level)
+async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log_level: str) -> int:
+    supervisor = Supervisor(config, text, log_level=log_level)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
@@ -119,8 +119,7 @@ async def _supervise_until_signalled(config_path: Path, log_level: str) -> int:
     return 0
 
 
-async def _worker_until_signalled(config_path: str, listen_fds: str) -> int:
-    config = load_config(config_path)
+async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
     inherited = [(int(item.split(":")[0]), item.endswith(":tls")) for item in listen_fds.split(",")]
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
@@ -145,8 +144,13 @@ def _open_file_limit(config: ServerConfig) -> None:
 
 
 def _check(path: str) -> int:
+    if path == "-":
+        path = "<stdin>"
+        config_path = "-"
+    else:
+        config_path = path
     try:
-        config = load_config(path)
+        config = load_config(config_path)
     except ConfigError as exc:
         n = len(exc.problems)
         print(f"{path}: {n} problem{'s' if n != 1 else ''}:", file=sys.stderr)
@@ -183,15 +187,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        _open_file_limit(load_config(args.config))
+        if args.command == "_worker":
+            text = ConfigText(sys.stdin.read(), args.source, Path(args.base_dir))
+        else:
+            text = ConfigText(*read_config_file(args.config))  # read once: it may be a pipe
+        config = config_from_text(text.text, source=text.source, base_dir=text.base_dir)
+        _open_file_limit(config)
         if args.command == "_worker":
             logging.getLogger().handlers[0].setFormatter(
                 logging.Formatter(f"%(asctime)s %(name)s[{args.worker_number}] %(levelname)s %(message)s")
             )
-            return trio.run(_worker_until_signalled, args.config, args.listen_fds)
-        if load_config(args.config).workers > 1:
-            return trio.run(_supervise_until_signalled, Path(args.config).resolve(), args.log_level)
-        return trio.run(_serve_until_signalled, args.config)
+            return trio.run(_worker_until_signalled, config, args.listen_fds)
+        if config.workers > 1:
+            return trio.run(_supervise_until_signalled, config, text, args.log_level)
+        return trio.run(_serve_until_signalled, config)
     except ConfigError as exc:
         print(f"wstrio: invalid configuration:\n{exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -278,3 +279,73 @@ async def test_check_is_quiet_when_the_limit_is_enough(tmp_path: Path) -> None:
     result = await run_wstrio("check", str(_small_config(tmp_path, 10)))
     assert result.returncode == 0
     assert b"warning" not in result.stderr
+
+
+# --------------------------------------------------------------------------
+# A configuration on standard input
+# --------------------------------------------------------------------------
+
+STDIN_CONFIG = (
+    '[server]\nlisten = ["127.0.0.1:0"]\ndocument-root = "www"\nworkers = {workers}\n\n'
+    '[[route]]\npath = "/ws/"\nhandler = "wstunnel"\n  [[route.backend]]\n  host = "127.0.0.1"\n  port = 9\n'
+)
+
+
+def _pipe_with(text: str) -> int:
+    """The read end of a pipe holding ``text`` (the caller closes it)."""
+    read, write = os.pipe()
+    os.write(write, text.encode())
+    os.close(write)
+    return read
+
+
+async def test_check_reads_standard_input_once(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "wstrio", "check", "-"],
+            stdin=STDIN_CONFIG.format(workers=1).replace("127.0.0.1:0", "127.0.0.1:8123").encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith("<stdin>: OK (1 route; listens on 127.0.0.1:8123)")
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_reads_the_config_from_a_pipe(
+    nursery: trio.Nursery, tmp_path: Path, name: str, workers: int
+) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("<p>from stdin</p>\n")
+    read = _pipe_with(STDIN_CONFIG.format(workers=workers))
+    try:
+        cli = await start_cli_server(nursery, Path(name), stdin=read, cwd=str(tmp_path))
+    finally:
+        os.close(read)
+    stream = await trio.open_tcp_stream("127.0.0.1", cli.port)
+    async with stream:
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    # The routes and document root of the piped file, relative to the current directory.
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    assert data.endswith(b"<p>from stdin</p>\n")
+    assert await cli.stop() == 0
+
+
+async def test_a_bad_config_on_stdin_is_named_stdin(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "wstrio", "serve", "-"],
+            stdin=b"[server]\nlisten = 5\n",
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert b"<stdin>: server.listen" in result.stderr

@@ -64,12 +64,24 @@ def fixed_pools(config: ServerConfig) -> ServerConfig:
 
 
 @final
+@attrs.frozen
+class ConfigText:
+    """A configuration file as it was read: workers get the same text, not a second read."""
+
+    text: str
+    source: str
+    """Its name in messages (the path, or ``<stdin>``)."""
+    base_dir: Path
+    """Where its relative paths start."""
+
+
+@final
 class Supervisor:
     """Runs ``config.workers`` worker processes; see the module docstring."""
 
-    def __init__(self, config: ServerConfig, config_path: Path, *, log_level: str = "info") -> None:
+    def __init__(self, config: ServerConfig, config_text: ConfigText, *, log_level: str = "info") -> None:
         self.config = fixed_pools(config)
-        self.config_path = config_path
+        self.config_text = config_text
         self.log_level = log_level
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -124,16 +136,23 @@ class Supervisor:
         backoff = RestartBackoff()
         fds = [fd for fd, _ in inherited]
         spec = ",".join(f"{fd}:tls" if tls else str(fd) for fd, tls in inherited)
+        text = self.config_text
         argv = [
-            sys.executable, "-m", "wstrio", "_worker", str(self.config_path),
+            sys.executable, "-m", "wstrio", "_worker", "-", "--source", text.source, "--base-dir", str(text.base_dir),
             "--listen-fds", spec, "--log-level", self.log_level, "--worker-number", str(number),
         ]  # fmt: skip
         while not stopping.is_set():
             # Started from this (the main) thread: the parent-death signal is
             # tied to the thread that forks.
             popen = subprocess.Popen(  # noqa: ASYNC220 - fork from the main thread (parent-death signal)
-                argv, pass_fds=fds, process_group=0, preexec_fn=make_preexec()
+                argv, pass_fds=fds, process_group=0, preexec_fn=make_preexec(), stdin=subprocess.PIPE
             )
+            # The configuration as the supervisor read it (once: it may have
+            # come from a pipe), on the worker's standard input.
+            assert popen.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                popen.stdin.write(text.text.encode())
+            popen.stdin.close()
             self.workers[number] = popen
             backoff.started(trio.current_time())
             log.info("started worker %d (pid %d)", number, popen.pid)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,7 +57,7 @@ from wstrio._sansio.config.values import (
     workers,
 )
 
-__all__ = ["config_from_mapping", "load_config", "parse_listen"]
+__all__ = ["config_from_mapping", "config_from_text", "load_config", "parse_listen", "read_config_file"]
 
 
 class _Loader(Walker):
@@ -399,24 +400,60 @@ def config_from_mapping(
     return config
 
 
-def load_config(path: str | os.PathLike[str]) -> ServerConfig:
-    """Load and validate a TOML configuration file.
+def read_config_file(path: str | os.PathLike[str]) -> tuple[str, str, Path]:
+    """Read a configuration once: ``(text, source name, base directory)``.
 
-    Relative paths inside it are resolved against the file's directory.
+    ``"-"`` is standard input, with the current directory as the base for
+    relative paths; so is a path that is not a regular file (``/dev/stdin``
+    on a pipe, a FIFO), which cannot be read twice.  A regular file's base is
+    its directory (symbolic links resolved).
+
+    Raises:
+        ConfigError: it cannot be read, or is not UTF-8.
+    """
+    if str(path) == "-":
+        source, reader = "<stdin>", sys.stdin.buffer.read
+    else:
+        source, reader = str(path), Path(path).read_bytes
+
+    try:
+        raw = reader()
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [("", f"is not UTF-8 text: {exc}")]) from exc
+    base = Path.cwd()
+    if source != "<stdin>":
+        real = Path(path).resolve()
+        if real.is_file():
+            base = real.parent
+    return text, source, base
+
+
+def config_from_text(text: str, *, source: str, base_dir: str | os.PathLike[str]) -> ServerConfig:
+    """Build a :class:`ServerConfig` from TOML text (relative paths against ``base_dir``).
+
+    Raises:
+        ConfigError: it is not valid TOML, or has invalid keys or values.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [("", f"is not valid TOML: {exc}")]) from exc
+    return config_from_mapping(data, source=source, base_dir=base_dir)
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Load and validate a TOML configuration file (``"-"``: standard input).
+
+    The file is read once.  Relative paths inside it are resolved against
+    the file's directory (standard input, or a pipe: the current directory).
 
     Raises:
         ConfigError: the file is missing, is not valid TOML, or has invalid
             keys or values (all of them are listed).
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [("", f"cannot read the file: {exc.strerror or exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(p), [("", f"is not UTF-8 text: {exc}")]) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), [("", f"is not valid TOML: {exc}")]) from exc
-    return config_from_mapping(data, source=str(p), base_dir=p.resolve().parent)
+    text, source, base = read_config_file(path)
+    return config_from_text(text, source=source, base_dir=base)
