@@ -1,14 +1,13 @@
 """Embedding wstrio in a Trio application: a WebSocket endpoint served by your own code.
 
 Run it with ``python examples/embed.py`` and connect to ws://127.0.0.1:8765/shout/
-(e.g. ``python -m websockets ws://127.0.0.1:8765/shout/``): every line you
-send comes back in capitals.  The application keeps running its own tasks
-next to the server; Ctrl-C stops both, and open WebSockets get CLOSE 1001.
+(for example with ``pip install websockets``, then
+``python -m websockets ws://127.0.0.1:8765/shout/``): every line you send comes
+back in capitals.  The application keeps running its own tasks next to the
+server; Ctrl-C (or SIGTERM) stops both, and open WebSockets get CLOSE 1001.
 """
 
-from __future__ import annotations
-
-import logging
+import signal
 
 import trio
 
@@ -16,9 +15,8 @@ import wstrio
 
 
 async def shout(stream: trio.abc.Stream, request: wstrio.Request) -> None:
-    """The backend: the tunnel's payload bytes in, bytes out."""
-    async for chunk in stream:
-        await stream.send_all(bytes(chunk).upper())
+    async for chunk in stream:  # payload bytes from the client
+        await stream.send_all(bytes(chunk).upper())  # become frames to the client
 
 
 async def main() -> None:
@@ -26,16 +24,17 @@ async def main() -> None:
         listen=(wstrio.ListenAddress("tcp", "127.0.0.1", 8765),),
         routes=(wstrio.Route(handler="wstunnel", path="/shout/", backends=(wstrio.Backend(app=shout),)),),
     )
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(wstrio.serve, config)
-        logging.info("WebSocket endpoint on %s", server.url("/shout/", scheme="ws"))
-        # ... start the rest of your application here, e.g.:
-        # nursery.start_soon(my_app_task)
+    # Ctrl-C as a signal Trio delivers, not a KeyboardInterrupt raised
+    # anywhere: the server gets to close its WebSockets properly.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(wstrio.serve, config)
+            print("listening on", server.url("/shout/", scheme="ws"), flush=True)
+            # nursery.start_soon(the_rest_of_your_app)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()  # open WebSockets get CLOSE 1001
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        pass
+    trio.run(main)
