@@ -34,7 +34,8 @@ async def test_ctrl_c_closes_the_websockets_and_exits_cleanly(tmp_path: Path) ->
         [sys.executable, str(copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
     try:
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
         line = b""
         with trio.fail_after(PROCESS_TIMEOUT):
             while not line.endswith(b"\n"):
