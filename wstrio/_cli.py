@@ -18,6 +18,7 @@ import trio
 from wstrio._config import ServerConfig
 from wstrio._errors import ConfigError, WstrioError
 from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
+from wstrio._io.preflight import preflight
 from wstrio._io.rlimit import nofile_warning, raise_nofile_limit
 from wstrio._io.server import Server, serve, serve_worker
 from wstrio._io.workers import ConfigText, Supervisor
@@ -133,6 +134,15 @@ async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
     return 0
 
 
+def _log_preflight(config: ServerConfig) -> None:
+    """Log what the files the configuration names will break (``wstrio check`` lists the same)."""
+    found = preflight(config)
+    for key, message in found.problems:
+        log.error("%s: %s: %s", config.source, key, message)
+    for key, message in found.warnings:
+        log.warning("%s: %s: %s", config.source, key, message)
+
+
 def _open_file_limit(config: ServerConfig) -> None:
     """Raise the soft open-file limit to the hard one; warn once if it is still too low."""
     raised = raise_nofile_limit()
@@ -167,10 +177,20 @@ def _check(path: str) -> int:
             for key, message in exc.problems:
                 print(f"  {key}: {message}", file=sys.stderr)
             return 1
+    found = preflight(config)
+    if found.problems:
+        n = len(found.problems)
+        print(f"{path}: {n} problem{'s' if n != 1 else ''}:", file=sys.stderr)
+        for key, message in found.problems:
+            print(f"  {key}: {message}", file=sys.stderr)
+    for key, message in found.warnings:
+        print(f"{path}: warning: {key}: {message}", file=sys.stderr)
     raise_nofile_limit()  # as 'wstrio serve' will, so the warning is about the limit it will have
     warning = nofile_warning(config)
     if warning is not None:
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    if found.problems:
+        return 1
     routes = len(config.routes)
     listen = ", ".join(str(a) for a in config.listen)
     print(f"{path}: OK ({routes} route{'s' if routes != 1 else ''}; listens on {listen})")
@@ -193,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = ConfigText(*read_config_file(args.config))  # read once: it may be a pipe
         config = config_from_text(text.text, source=text.source, base_dir=text.base_dir)
         _open_file_limit(config)
+        if args.command != "_worker":
+            _log_preflight(config)  # once, not again in every worker
         if args.command == "_worker":
             logging.getLogger().handlers[0].setFormatter(
                 logging.Formatter(f"%(asctime)s %(name)s[{args.worker_number}] %(levelname)s %(message)s")

@@ -49,6 +49,7 @@ async def test_no_command_is_usage_error() -> None:
 
 
 async def test_check_good_config(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
     config = tmp_path / "good.toml"
     config.write_text(
         '[server]\nlisten = ["127.0.0.1:0"]\ndocument-root = "www"\n\n'
@@ -64,6 +65,11 @@ async def test_check_good_config(tmp_path: Path) -> None:
 async def test_check_every_example(tmp_path: Path, name: str) -> None:
     config = prepare_examples(tmp_path) / name
     result = await run_wstrio("check", str(config))
+    if name == "novnc.toml" and not Path("/usr/share/novnc").is_dir():
+        # Its document root is Debian's novnc package: without it, check says so.
+        assert result.returncode == 1
+        assert b"server.document-root: '/usr/share/novnc' does not exist" in result.stderr
+        return
     assert result.returncode == 0, result.stderr.decode()
     assert b"OK" in result.stdout
 
@@ -300,6 +306,7 @@ def _pipe_with(text: str) -> int:
 
 
 async def test_check_reads_standard_input_once(tmp_path: Path) -> None:
+    (tmp_path / "www").mkdir()
     with trio.fail_after(60):
         result = await trio.run_process(
             [sys.executable, "-m", "wstrio", "check", "-"],
@@ -349,3 +356,76 @@ async def test_a_bad_config_on_stdin_is_named_stdin(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert b"<stdin>: server.listen" in result.stderr
+
+
+# --------------------------------------------------------------------------
+# Files the configuration names
+# --------------------------------------------------------------------------
+
+
+def _spawned_route(bin_path: str, socket: str) -> str:
+    return (
+        f'[[route]]\npath = "/ws/"\nhandler = "wstunnel"\n  [[route.backend]]\n'
+        f"  bin-path = {toml_string(bin_path)}\n  socket = {toml_string(socket)}\n  max-procs = 1\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "key", "message"),
+    [
+        pytest.param("missing-root", "server.document-root", "does not exist", id="missing-document-root"),
+        pytest.param("root-is-file", "server.document-root", "is not a directory", id="document-root-is-a-file"),
+        pytest.param("missing-program", "route[0].backend[0].bin-path", "does not exist", id="missing-bin-path"),
+        pytest.param("not-executable", "route[0].backend[0].bin-path", "is not executable", id="bin-path-not-x"),
+        pytest.param("socket-dir", "route[0].backend[0].socket", "does not exist", id="spawned-socket-directory"),
+    ],
+)
+async def test_check_finds_what_the_files_would_break(tmp_path: Path, setup: str, key: str, message: str) -> None:
+    program = tmp_path / "backend.sh"
+    program.write_text("#!/bin/sh\nexec cat\n")
+    program.chmod(0o755)
+    root, socket = tmp_path / "www", tmp_path / "b.sock"
+    root.mkdir()
+    if setup == "missing-root":
+        root.rmdir()
+    elif setup == "root-is-file":
+        root.rmdir()
+        root.write_text("not a directory")
+    elif setup == "missing-program":
+        program.unlink()
+    elif setup == "not-executable":
+        program.chmod(0o644)
+    elif setup == "socket-dir":
+        socket = tmp_path / "missing" / "b.sock"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[server]\nlisten = ["127.0.0.1:0"]\ndocument-root = "www"\n\n{_spawned_route(str(program), str(socket))}'
+    )
+    result = await run_wstrio("check", str(config))
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert f"{config}: 1 problem:" in err
+    assert f"  {key}: " in err
+    assert message in err
+
+
+async def test_check_warns_about_a_backend_socket_not_there_yet(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[server]\nlisten = ["127.0.0.1:0"]\n\n[[route]]\npath = "/ws/"\nhandler = "wstunnel"\n'
+        '  [[route.backend]]\n  socket = "/run/not-there-yet/app.sock"\n'
+    )
+    result = await run_wstrio("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert b"warning: route[0].backend[0].socket: the directory '/run/not-there-yet' does not exist" in result.stderr
+    assert b"OK" in result.stdout
+
+
+async def test_serve_logs_a_document_root_that_cannot_serve(nursery: trio.Nursery, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nlisten = ["127.0.0.1:0"]\ndocument-root = "no-such-dir"\n')
+    cli = await start_cli_server(nursery, config)
+    assert any(
+        "ERROR" in line and "server.document-root" in line and "does not exist" in line for line in cli.stderr
+    ), cli.stderr
+    assert await cli.stop() == 0
