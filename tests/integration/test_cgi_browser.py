@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.helpers import PROCESS_TIMEOUT, start_server, ws_client, ws_connect
+import wstrio
+from tests.helpers import PROCESS_TIMEOUT, prepare_examples, start_server, ws_client, ws_connect
 from tests.integration.conftest import Chromium
 from tests.integration.gateway_support import EXAMPLES, SEED_WS_ECHO_HTML, fixed_ws_echo_source
 
@@ -151,3 +153,38 @@ async def test_fixed_ws_echo_in_chromium(nursery: trio.Nursery, chromium: Chromi
     assert seen["opened"], seen
     assert seen["output"] == "hello chromium", seen
     assert seen["state"] == 1, seen
+
+
+def _example(tmp_path: Path, name: str) -> wstrio.ServerConfig:
+    """examples/<name>/wstrio.toml as it is, copied with the examples, on port 0."""
+    copy = prepare_examples(tmp_path)
+    toml = copy / name / "wstrio.toml"
+    text = toml.read_text()
+    assert 'listen = ["127.0.0.1:8080"]' in text, "the example's listen line changed; update this test"
+    toml.write_text(text.replace('listen = ["127.0.0.1:8080"]', 'listen = ["127.0.0.1:0"]'))
+    return wstrio.load_config(toml)
+
+
+def test_the_examples_fixed_script_is_the_seeds_with_two_fixes() -> None:
+    shipped = EXAMPLES / "cgi" / "www" / "ws" / "ws_echo_fixed.py"
+    assert shipped.read_text() == fixed_ws_echo_source()
+    assert shipped.stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize("name", ["cgi", "scgi", "fastcgi"])
+async def test_each_cgi_example_echoes_in_chromium(
+    nursery: trio.Nursery, chromium: Chromium, tmp_path: Path, name: str
+) -> None:
+    server = await start_server(nursery, _example(tmp_path, name))
+    index = await ws_client(_fetch, server.url("/"))
+    assert 'href="echo.html"' in index
+    seen = await ws_client(_browse, chromium.devtools_url, server.url("/echo.html"), f"hello {name}")
+    assert seen["opened"], seen
+    assert seen["output"] == f"hello {name}", seen
+    assert seen["state"] == 1, seen
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=PROCESS_TIMEOUT) as response:
+        body: bytes = response.read()
+    return body.decode()

@@ -13,7 +13,8 @@ import pytest
 import trio
 
 import wstrio
-from tests.helpers import RawClients, start_server
+from tests.h2client import open_h2_client
+from tests.helpers import EXAMPLES, RawClients, start_server
 
 INDEX = b"<!DOCTYPE html><title>root</title>\n"
 
@@ -226,3 +227,66 @@ async def test_large_file_is_served_whole(nursery: trio.Nursery, raw: RawClients
     response = await (await raw.tcp(server.port)).request(get("/big.bin"))
     assert response.status == 200
     assert response.body == data
+
+
+# --------------------------------------------------------------------------
+# A plain request on a WebSocket endpoint: 426, not 404
+# --------------------------------------------------------------------------
+
+
+async def websocket_endpoint_server(nursery: trio.Nursery, root: Path | None) -> wstrio.Server:
+    route = {"path": "/ws/", "handler": "wstunnel", "backend": [{"host": "127.0.0.1", "port": 9}]}
+    server: dict[str, object] = {"document-root": str(root)} if root is not None else {}
+    return await start_server(nursery, {"server": server, "route": [route]})
+
+
+@pytest.mark.parametrize("with_root", [True, False])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_plain_request_on_a_websocket_route_is_426(
+    nursery: trio.Nursery, raw: RawClients, site: Path, with_root: bool, method: str
+) -> None:
+    server = await websocket_endpoint_server(nursery, site if with_root else None)
+    client = await raw.tcp(server.port)
+    response = await client.request(get("/ws/", "Content-Length: 0", method=method))
+    assert response.status == 426
+    assert response.header(b"upgrade") == b"websocket"
+    assert b"upgrade" in [value.lower() for name, value in response.headers if name == b"connection"]
+    assert b"/ws/ is a WebSocket endpoint (wstrio route path=/ws/)" in response.body
+    # Elsewhere a missing file is still 404.
+    client = await raw.tcp(server.port)
+    assert (await client.request(get("/nothing-here"))).status == 404
+
+
+async def test_a_file_under_a_websocket_path_is_still_served(
+    nursery: trio.Nursery, raw: RawClients, site: Path
+) -> None:
+    (site / "ws").mkdir()
+    (site / "ws" / "index.html").write_text("ws index\n")
+    server = await websocket_endpoint_server(nursery, site)
+    client = await raw.tcp(server.port)
+    response = await client.request(get("/ws/"))
+    assert (response.status, response.body) == (200, b"ws index\n")
+
+
+async def test_426_on_http2_has_no_connection_headers(nursery: trio.Nursery, site: Path) -> None:
+    server = await websocket_endpoint_server(nursery, site)
+    async with open_h2_client("127.0.0.1", server.port) as client:
+        status, stream, body = await client.get("/ws/", scheme="http")
+    assert status == 426
+    assert stream.header(b"connection") is None
+    assert stream.header(b"upgrade") is None
+    assert b"is a WebSocket endpoint" in body
+
+
+@pytest.mark.parametrize(("example", "page"), [("count", "count.html"), ("tls", "count.html"), ("cgi", "echo.html")])
+async def test_each_example_root_says_where_the_page_is(
+    nursery: trio.Nursery, raw: RawClients, example: str, page: str
+) -> None:
+    # The quick start prints "listening on http://127.0.0.1:8080": / must not be a 404.
+    server = await static_server(nursery, EXAMPLES / example / "www")
+    client = await raw.tcp(server.port)
+    response = await client.request(get("/"))
+    assert response.status == 200
+    assert f'href="{page}"'.encode() in response.body
+    client = await raw.tcp(server.port)
+    assert (await client.request(get(f"/{page}"))).status == 200

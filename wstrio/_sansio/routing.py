@@ -48,3 +48,14 @@ class Router:
             if route_matches_path(route, request.path):
                 return index, route
         return None
+
+    def websocket_route(self, request: Request) -> Route | None:
+        """The first ``wstunnel`` route whose path matches ``request``, whatever its headers.
+
+        For the static files' answer to a plain request on a WebSocket
+        endpoint: 426 Upgrade Required, which says what to do, instead of 404.
+        """
+        for route in self.routes:
+            if route.handler == "wstunnel" and route_matches_path(route, request.path):
+                return route
+        return None

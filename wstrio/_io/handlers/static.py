@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,30 @@ def _locate(
     return 0, real, st
 
 
+async def _not_here(
+    exchange: Exchange, ctx: ServerContext, status: int, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """404 or 405, unless the path is a WebSocket endpoint: then 426 Upgrade Required, with a line of help.
+
+    A wstunnel route takes only handshakes (as lighttpd's), so a browser
+    pointed at ``/ws/`` would get a bare 404; 426 (RFC 9110 15.5.22) says
+    what the URL is for.  A file in the document root still wins: this is
+    only instead of an error.
+    """
+    request = exchange.request
+    route = None if request.websocket else ctx.router.websocket_route(request)
+    if route is None:
+        await send_simple(exchange, status, headers=headers)
+        return
+    text = (
+        f"426 Upgrade Required: {request.path} is a WebSocket endpoint (wstrio route {route.describe()}).\n"
+        "Connect with a WebSocket client, e.g. new WebSocket('ws://host/path') in a browser's JavaScript.\n"
+    )
+    upgrade = [] if request.h2 else [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+    exchange.set_log_note("not a WebSocket handshake")
+    await send_simple(exchange, 426, text.encode(), upgrade)
+
+
 async def handle(exchange: Exchange, match: RouteMatch | None, ctx: ServerContext) -> None:
     """Answer ``exchange`` from the document root (404 when there is none).
 
@@ -90,15 +115,18 @@ async def handle(exchange: Exchange, match: RouteMatch | None, ctx: ServerContex
     request = exchange.request
     config, real_root = ctx.config, ctx.real_root
     if real_root is None:
-        await send_simple(exchange, 404)
+        await _not_here(exchange, ctx, 404)
         return
     if request.method not in ("GET", "HEAD"):
-        await send_simple(exchange, 405, headers=[(b"allow", b"GET, HEAD")])
+        await _not_here(exchange, ctx, 405, [(b"allow", b"GET, HEAD")])
         return
     status, path, st = _locate(real_root, request.path, config.index_files, config.static_deny)
     if status == 301:
         location = request.path + "/" + (f"?{request.query}" if request.query else "")
         await send_simple(exchange, 301, headers=[(b"location", location.encode("utf-8"))])
+        return
+    if status == 404:
+        await _not_here(exchange, ctx, 404)
         return
     if status:
         await send_simple(exchange, status)
