@@ -56,3 +56,22 @@ def test_toml_examples_are_valid(where: str, text: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("where", "text"), PYTHON, ids=[w for w, _ in PYTHON])
 def test_python_examples_compile(where: str, text: str) -> None:
     compile(text, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def _readme_block_after(heading: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    start = section.index("```sh\n") + len("```sh\n")
+    return section[start : section.index("```", start)].strip()
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    command = _readme_block_after("## Running the tests")
+    assert command.startswith("python3 -m venv .venv && ")  # no pip install outside a venv (PEP 668)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command.replace("python3 ", '"$PYTHON" ', 1) in ci
+
+
+def test_the_quick_start_is_one_venv_command() -> None:
+    command = _readme_block_after("## Quick start")
+    assert command.startswith("python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/wstrio serve examples/")
