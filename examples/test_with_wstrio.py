@@ -1,6 +1,7 @@
 """Copy this file into your project to test WebSocket code against a real gateway.
 
-Needs ``pip install wstrio pytest pytest-trio`` and, in your pytest
+Needs wstrio (``pip install /path/to/wstrio-checkout``: it is not on PyPI yet),
+``pip install pytest pytest-trio`` and, in your pytest
 configuration, ``trio_mode = true`` (or mark each test ``@pytest.mark.trio``).
 The ``wstrio_*`` fixtures come from wstrio's pytest plugin, which is active
 as soon as wstrio is installed.

@@ -30,12 +30,21 @@ __all__ = ["main"]
 log = logging.getLogger("wstrio.server")
 
 
+def _version_line() -> str:
+    """``wstrio 0.1.0 (Python 3.11.7; C accelerator: on)``: what ``--version`` says."""
+    from wstrio._sansio.websocket import codec
+
+    accelerator = "on" if codec.unmask is not codec.unmask_python else "off (pure Python)"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"wstrio {__version__} (Python {python}; C accelerator: {accelerator})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wstrio",
         description="A Trio WebSocket gateway: terminate WebSockets and tunnel them to backends.",
     )
-    parser.add_argument("--version", action="version", version=f"wstrio {__version__}")
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_p = sub.add_parser("serve", help="run the server described by CONFIG")
     serve_p.add_argument("config", metavar="CONFIG", help="TOML configuration file ('-': standard input)")

@@ -39,7 +39,19 @@ async def run_wstrio(*args: str, cwd: Path | None = None) -> subprocess.Complete
 async def test_version() -> None:
     result = await run_wstrio("--version")
     assert result.returncode == 0
-    assert result.stdout.decode().strip() == f"wstrio {__version__}"
+    line = result.stdout.decode().strip()
+    assert line.startswith(f"wstrio {__version__} (Python {sys.version_info[0]}.{sys.version_info[1]}.")
+    assert line.endswith(("; C accelerator: on)", "; C accelerator: off (pure Python))"))
+
+
+async def test_version_says_whether_the_accelerator_is_on() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "wstrio", "--version"],
+            capture_stdout=True,
+            env={**os.environ, "WSTRIO_NO_SPEEDUPS": "1"},
+        )
+    assert result.stdout.decode().strip().endswith("; C accelerator: off (pure Python))")
 
 
 async def test_no_command_is_usage_error() -> None:
