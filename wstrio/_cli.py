@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -162,6 +163,19 @@ def _open_file_limit(config: ServerConfig) -> None:
         log.warning("%s", warning)
 
 
+def _hint(error: BaseException) -> str:
+    """What to do about a start-up error, when wstrio can tell."""
+    if isinstance(error, PermissionError) and (port := re.search(r"cannot listen on .*:(\d+):", str(error))):
+        if int(port.group(1)) < 1024:
+            return (
+                "\n  ports below 1024 need root or CAP_NET_BIND_SERVICE: under systemd,"
+                " AmbientCapabilities=CAP_NET_BIND_SERVICE; by hand,"
+                ' sudo setcap cap_net_bind_service=+ep "$(readlink -f "$(command -v python3)")";'
+                " or listen on a port >= 1024 behind a proxy (docs/deployment.md)"
+            )
+    return ""
+
+
 def _check(path: str) -> int:
     if path == "-":
         path = "<stdin>"
@@ -240,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = [e for e in errors if isinstance(e, (OSError, WstrioError))]
         if known and len(known) == len(errors):
             for e in known:
-                print(f"wstrio: {e}", file=sys.stderr)
+                print(f"wstrio: {e}{_hint(e)}", file=sys.stderr)
             return 1
         if all(isinstance(e, KeyboardInterrupt) for e in errors):
             return 0

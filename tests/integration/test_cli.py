@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -444,3 +445,32 @@ async def test_serve_logs_a_document_root_that_cannot_serve(nursery: trio.Nurser
         "ERROR" in line and "server.document-root" in line and "does not exist" in line for line in cli.stderr
     ), cli.stderr
     assert await cli.stop() == 0
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("setpriv") is None, reason="runs as nobody: needs root, setpriv")
+async def test_a_privileged_port_gets_a_hint() -> None:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "wstrio",
+                "serve",
+                "-",
+            ],
+            stdin=b'[server]\nlisten = ["127.0.0.1:80"]\n',  # on stdin: nobody cannot read the test's files
+            capture_stderr=True,
+            check=False,
+            cwd="/",
+        )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert "cannot listen on 127.0.0.1:80: Permission denied" in err
+    assert "CAP_NET_BIND_SERVICE" in err

@@ -117,7 +117,7 @@ def test_unknown_top_level_key() -> None:
 
 def test_unknown_key_lists_allowed_keys() -> None:
     message = _problems({"server": {"listn": ["127.0.0.1:1"]}})["server.listn"]
-    assert message.startswith("unknown key;")
+    assert message.startswith("unknown key (did you mean 'listen'?);")
     assert "listen" in message
     assert "max-read-idle" in message
 
@@ -681,3 +681,38 @@ def test_example_configs_load(path: Path) -> None:
                 assert backend.socket.is_absolute()
             if backend.spawned:
                 assert Path(backend.bin_path[0]).is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "hint"),
+    [
+        pytest.param(
+            {"route": [_ws_route() | {"backend": [{"hots": "127.0.0.1", "port": 1}]}]},
+            "route[0].backend[0].hots",
+            "did you mean 'host'?",
+            id="misspelt-key",
+        ),
+        pytest.param({"server": {"max-conections": 3}}, "server.max-conections", "did you mean 'max-connections'?"),
+        pytest.param({"server": {"max_read_idle": 3}}, "server.max_read_idle", "keys use dashes"),
+        pytest.param(
+            {"route": [_ws_route() | {"handler": "wstunel"}]},
+            "route[0].handler",
+            "did you mean 'wstunnel'?",
+            id="misspelt-handler",
+        ),
+        pytest.param(
+            {"route": [_ws_route() | {"balance": "Round-Robin"}]},
+            "route[0].balance",
+            "did you mean 'round-robin'?",
+            id="choice-in-capitals",
+        ),
+    ],
+)
+def test_misspellings_get_a_suggestion(data: dict[str, Any], key: str, hint: str) -> None:
+    assert hint in _problems(data)[key]
+
+
+def test_no_suggestion_for_something_unlike_any_key() -> None:
+    message = _problems({"server": {"colour": "blue"}})["server.colour"]
+    assert "did you mean" not in message
+    assert "allowed keys here:" in message

@@ -12,12 +12,13 @@ Never imports trio.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import ipaddress
 import os
 import re
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -101,6 +102,8 @@ class Walker:
                 hint = ""
                 if isinstance(key, str) and key.replace("_", "-") in schema:
                     hint = f" (did you mean {key.replace('_', '-')!r}? keys use dashes)"
+                elif isinstance(key, str) and (close := did_you_mean(key.replace("_", "-"), schema)):
+                    hint = f" (did you mean {close!r}?)"
                 allowed = ", ".join(sorted(schema))
                 self.problem(key_path, f"unknown key{hint}; allowed keys here: {allowed}")
                 continue
@@ -224,12 +227,20 @@ def networks(value: object) -> tuple[Any, ...]:
     return parse_networks(items)
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The one choice ``word`` is most likely a typo of (``hots`` -> ``host``), or ``None``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
 def choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = string(value)
         if text not in choices:
             allowed = ", ".join(repr(c) for c in choices)
-            bad(f"must be one of {allowed}, not {text!r}")
+            close = did_you_mean(text, choices) or did_you_mean(text.lower(), choices)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            bad(f"must be one of {allowed}, not {text!r}{hint}")
         return text
 
     return parse
