@@ -771,8 +771,9 @@ async def test_websocket_refused_cleanly_when_upgrade_is_off(nursery: trio.Nurse
             ws_connect(url)
         return info.value.response.status_code
 
-    # The backend sees a plain GET (no Upgrade) and answers it: no route, no file.
-    assert await ws_client(client, proxy.url("/ws/", scheme="ws")) == 404
+    # The backend sees a plain GET (no Upgrade) on its WebSocket route and
+    # answers it 426 Upgrade Required; the proxy passes that on, no 101.
+    assert await ws_client(client, proxy.url("/ws/", scheme="ws")) == 426
 
 
 async def test_non_101_answer_to_an_upgrade_passes_as_a_response(nursery: trio.Nursery) -> None:
