@@ -278,6 +278,13 @@ class Route:
 
     0 (the default): no limit of the route's own (``server.max-connections-per-ip`` still
     applies).  Above it: 429 with ``Retry-After``, before any backend is contacted."""
+    max_tunnels: int = 0
+    """``max-tunnels``: WebSockets this route may carry at once, over HTTP/1.1 and HTTP/2 together.
+
+    0 (the default): no limit of the route's own (``server.max-tunnels``
+    still applies).  Above it: 503 with ``Retry-After`` before any backend is
+    contacted.  On proxy and CGI-family routes a WebSocket handshake counts
+    (the backend may still refuse to switch)."""
     max_request_body_size: int | None = None
     """``max-request-body-size``: proxy, cgi, scgi, fastcgi: bytes of request body (413 above).
 
@@ -326,6 +333,13 @@ class ServerConfig:
     """``max-request-head-time``: seconds from a request head's first byte to its end, and for a TLS handshake.
 
     Like nginx ``client_header_timeout``; bounds slowloris, which ``max-read-idle`` (per read) does not."""
+    max_tunnels: int | None = None
+    """``max-tunnels``: WebSockets open at once, over HTTP/1.1 and HTTP/2 together (default: ``max-connections``).
+
+    ``max-connections`` counts client connections, and one HTTP/2 connection
+    carries up to ``h2-max-concurrent-streams`` WebSockets, each with its own
+    backend connection; this bounds them all.  Above it: 503 with
+    ``Retry-After`` (HTTP/2: on the stream) before any backend is contacted."""
     max_connections_per_ip: int = 0
     """``max-connections-per-ip``: connections one client address may have open at once (0 = no limit).
 
@@ -364,6 +378,11 @@ class ServerConfig:
     """``workers``: worker processes (``"auto"`` = one per CPU)."""
     source: str = attrs.field(default="<ServerConfig>", eq=False)
     """Where the configuration came from, for messages (not part of equality)."""
+
+    @property
+    def effective_max_tunnels(self) -> int:
+        """``max-tunnels``, defaulting to ``max-connections``."""
+        return self.max_connections if self.max_tunnels is None else self.max_tunnels
 
     @property
     def effective_request_burst(self) -> int:
@@ -499,6 +518,7 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
             if (problem := network_problem(network)) is not None:
                 problems.append((f"{path}.{key}[{i}]", problem))
     _count(problems, f"{path}.max-connections-per-ip", route.max_connections_per_ip, 0)
+    _count(problems, f"{path}.max-tunnels", route.max_tunnels, 0)
     if route.max_request_body_size is not None:
         _count(problems, f"{path}.max-request-body-size", route.max_request_body_size, 0)
         if handler == "wstunnel":
@@ -542,6 +562,8 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     _count(problems, "server.max-connections", config.max_connections, 1)
     _count(problems, "server.max-keep-alive-requests", config.max_keep_alive_requests, 1)
     _count(problems, "server.max-connections-per-ip", config.max_connections_per_ip, 0)
+    if config.max_tunnels is not None:
+        _count(problems, "server.max-tunnels", config.max_tunnels, 1)
     _count(problems, "server.max-request-body-size", config.max_request_body_size, 0)
     rate = config.request_rate
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate < 0 or not math.isfinite(rate):

@@ -25,10 +25,16 @@ def test_http1_has_one_backend_per_connection() -> None:
     assert fds_needed(config) == 2 + 100 + 100 + SPARE_FDS
 
 
-def test_http2_multiplies_by_the_streams() -> None:
+def test_tunnels_are_bounded_by_max_tunnels_whatever_the_http_version() -> None:
     route = {"path": "/ws/", "handler": "wstunnel", "backend": [BACKEND]}
-    config = _config({"max-connections": 100, "h2-max-concurrent-streams": 10}, [route])
+    config = _config({"max-connections": 100, "max-tunnels": 1000, "h2-max-concurrent-streams": 100}, [route])
     assert fds_needed(config) == 2 + 100 + 1000 + SPARE_FDS
+
+
+def test_proxy_routes_add_a_backend_per_connection_for_plain_requests() -> None:
+    route = {"path": "/p/", "handler": "proxy", "backend": [BACKEND]}
+    config = _config({"max-connections": 100, "max-tunnels": 50}, [route])
+    assert fds_needed(config) == 2 + 100 + 50 + 100 + SPARE_FDS
 
 
 def test_spawned_processes_keep_a_socket_each() -> None:

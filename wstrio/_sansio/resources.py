@@ -20,21 +20,22 @@ def fds_needed(config: ServerConfig) -> int:
 
     * one per listener;
     * one per client connection (``max-connections``);
-    * one per backend connection: a request on a route with backends holds
-      one; HTTP/1.1 has one request at a time per connection, HTTP/2 up to
-      ``h2-max-concurrent-streams`` per connection, so the bound is
-      ``max-tunnels`` when it is set (it counts HTTP/2 streams too), else
-      ``max-connections`` times the streams HTTP/2 allows when HTTP/2 is on;
+    * one per backend connection.  WebSockets hold theirs for as long as
+      they last, and ``max-tunnels`` (default ``max-connections``) bounds
+      them over HTTP/1.1 and HTTP/2 together; a plain request on a proxy,
+      SCGI or FastCGI route holds one while it is answered, at most one per
+      HTTP/1.1 connection, so with such routes ``max-connections`` more
+      (HTTP/2 plain requests are short and not counted);
     * one listening socket per spawned backend process (``max-procs``), which
       wstrio keeps open to hand to a respawned process;
     * :data:`SPARE_FDS`.
     """
     listeners = len(config.listen)
     clients = config.max_connections
-    max_tunnels = getattr(config, "max_tunnels", 0)
-    per_connection = config.h2_max_concurrent_streams if config.http2 else 1
-    backends = max_tunnels or clients * per_connection
-    if not any(route.backends for route in config.routes):
-        backends = 0
+    backends = 0
+    if any(route.backends for route in config.routes):
+        backends = config.effective_max_tunnels
+    if any(route.handler in ("proxy", "scgi", "fastcgi") for route in config.routes):
+        backends += clients
     spawned = sum(b.max_procs for route in config.routes for b in route.backends if b.spawned)
     return listeners + clients + backends + spawned + SPARE_FDS

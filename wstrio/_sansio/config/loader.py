@@ -182,6 +182,7 @@ class _Loader(Walker):
             "allow": networks,
             "deny": networks,
             "max-connections-per-ip": integer(0),
+            "max-tunnels": integer(0),
             "max-request-body-size": integer(0),
         }
         before = len(self.problems)
@@ -263,6 +264,7 @@ class _Loader(Walker):
             allow=got.get("allow", ()),
             deny=got.get("deny", ()),
             max_connections_per_ip=got.get("max-connections-per-ip", 0),
+            max_tunnels=got.get("max-tunnels", 0),
             max_request_body_size=got.get("max-request-body-size"),
         )
 
@@ -297,6 +299,7 @@ class _Loader(Walker):
                 "max-request-head-time": seconds,
                 "max-keep-alive-requests": integer(1),
                 "max-connections-per-ip": integer(0),
+                "max-tunnels": integer(1),
                 "request-rate": rate,
                 "request-burst": integer(1),
                 "max-request-body-size": integer(0),
@@ -360,6 +363,7 @@ class _Loader(Walker):
             "max-request-head-time": "max_request_head_time",
             "max-keep-alive-requests": "max_keep_alive_requests",
             "max-connections-per-ip": "max_connections_per_ip",
+            "max-tunnels": "max_tunnels",
             "request-rate": "request_rate",
             "request-burst": "request_burst",
             "max-request-body-size": "max_request_body_size",
