@@ -26,6 +26,7 @@ __all__ = [
     "Dispatch",
     "Exchange",
     "Upgraded",
+    "answer_asterisk",
     "map_exceptions",
     "reason_phrase",
     "send_simple",
@@ -48,6 +49,7 @@ _REASONS = {
     411: b"Length Required",
     413: b"Content Too Large",
     426: b"Upgrade Required",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     501: b"Not Implemented",
@@ -146,6 +148,20 @@ async def send_simple(
     await exchange.start_response(status, all_headers)
     await exchange.send_data(body)
     await exchange.end_response()
+
+
+ASTERISK_ALLOW = b"OPTIONS, GET, HEAD, POST"
+"""What ``OPTIONS *`` answers in ``Allow``: the methods wstrio itself serves
+(a proxy route may pass on more; ``OPTIONS`` on its path asks its backend)."""
+
+
+async def answer_asterisk(exchange: Exchange) -> None:
+    """Answer ``OPTIONS *`` (RFC 9110 section 9.3.7), a question about the server.
+
+    No route matches ``*`` and no backend is asked: wstrio answers 200 with
+    ``Allow`` and an empty body, as lighttpd and nginx do.
+    """
+    await send_simple(exchange, 200, headers=[(b"allow", ASTERISK_ALLOW)])
 
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]

@@ -15,7 +15,14 @@ heads larger than ``max-request-field-size`` or with more than
 requests with ambiguous body framing (``Transfer-Encoding`` with
 ``Content-Length``, or on HTTP/1.0: request smuggling), and the connection
 closes.  A body that breaks off before a switch of protocols gets 400 (408
-if it stalls), not the 101.
+if it stalls), not the 101.  After an error response the close lingers: the
+write side is shut down and input is read and dropped for up to
+:data:`LINGER_TIME` seconds, so the kernel does not reset the connection
+under the response.
+
+Absolute-form targets (``GET http://host/path``) are served as their path,
+with their authority as ``Host`` (RFC 9112 section 3.2.2), and ``OPTIONS *``
+is answered by wstrio itself (200 with ``Allow``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import trio
 
 from wstrio._config import ServerConfig
 from wstrio._errors import BadRequest, ClientGone, HttpError, InvalidResponse, RequestTimeout
-from wstrio._io.http.exchange import ConnectionContext, Upgraded, map_exceptions, reason_phrase
+from wstrio._io.http.exchange import ConnectionContext, Upgraded, answer_asterisk, map_exceptions, reason_phrase
 from wstrio._io.streams.pipes import BROKEN
 from wstrio._sansio.http.request import Request, check_h1_framing
 from wstrio._sansio.http.static import http_date
@@ -45,6 +52,10 @@ access_log = logging.getLogger("wstrio.access")
 
 SERVER_HEADER = (b"server", f"wstrio/{__version__}".encode())
 _DRAIN_LIMIT = 1 << 20
+# Lingering close (see _linger): how long and how much wstrio reads and drops
+# after an error response before it closes.  nginx: lingering_time 30 s.
+LINGER_TIME = 2.0
+LINGER_BYTES = 1 << 20
 
 # The exchange edge: what h11 raises becomes wstrio's own (see Exchange).
 # Broken streams become ClientGone where the stream is used, below.
@@ -263,6 +274,35 @@ async def _send_error(conn: _H1Connection, status: int, headers: Sequence[tuple[
         pass
 
 
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Close politely after an error response: half-close, then drop input.
+
+    Closing a socket whose receive buffer holds unread bytes makes the kernel
+    send a TCP reset, and a reset can destroy the response the client has not
+    read yet (RFC 9112 section 9.6; Apache and nginx call the cure lingering
+    close).  So wstrio shuts down its write side (the client sees the end of
+    the response, then EOF; a TLS stream cannot half-close and just drains),
+    then reads and discards what the client still sends until it closes, for
+    at most :data:`LINGER_TIME` seconds and :data:`LINGER_BYTES` bytes, so a
+    lingering connection cannot be held open longer than that.
+    """
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        try:
+            await stream.send_eof()
+        except (*BROKEN, OSError):
+            return
+    drained = 0
+    with trio.move_on_after(LINGER_TIME):
+        try:
+            while drained < LINGER_BYTES:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                drained += len(data)
+        except (*BROKEN, OSError):
+            return
+
+
 def _peer_text(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "unix"
 
@@ -287,13 +327,21 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
 
     Error handling: a malformed request gets 400 (431 for a head over the
     limits), a stalled one 408, and the connection closes; a handler's
-    unfinished response closes it too (500 if nothing was sent).
+    unfinished response closes it too (500 if nothing was sent).  Such a
+    close lingers (:func:`_linger`) so the error response is not lost to a
+    TCP reset.  ``OPTIONS *`` is answered here, not dispatched.
     """
-    config, dispatch = connection.config, connection.dispatch
-    scheme, client, server = connection.scheme, connection.client, connection.server
-    conn = _H1Connection(stream, config)
+    conn = _H1Connection(stream, connection.config)
     if initial:
         conn.h11.receive_data(initial)
+    if await _serve_requests(conn, connection):
+        await _linger(stream)
+
+
+async def _serve_requests(conn: _H1Connection, connection: ConnectionContext) -> bool:
+    """The request loop of :func:`serve_h1`; True when the close must linger."""
+    config, dispatch = connection.config, connection.dispatch
+    scheme, client, server = connection.scheme, connection.client, connection.server
     served = 0
     peer = _peer_text(client)
     while True:
@@ -304,26 +352,26 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
             event = await conn.next_event(timeout, config.max_request_head_time or math.inf)
         except RequestTimeout as exc:
             if conn.h11.their_state is h11.IDLE and not conn.h11.trailing_data[0] and served:
-                return  # an idle keep-alive connection: just close it
+                return False  # an idle keep-alive connection: just close it
             partial = bool(conn.h11.trailing_data[0])
             await _send_error(conn, 408)
             if partial:
                 log.info("%s: %s", peer, exc)
-            return
+            return True
         except BadRequest as exc:
             await _send_error(conn, exc.status)
             log.info("%s: bad request: %s", peer, exc.__cause__ or exc)
-            return
+            return True
         except ClientGone:
-            return
+            return False
         if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
-            return
+            return False
         served += 1
         started = trio.current_time()
         if len(event.headers) > config.max_request_headers:
             await _send_error(conn, 431)
             log.info("%s: %d header fields, more than max-request-headers", peer, len(event.headers))
-            return
+            return True
         # h11's max_incomplete_event_size only bounds a head that is still
         # incomplete; one that arrived in a single read must be measured.
         head_size = (
@@ -335,7 +383,7 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
         if head_size > config.max_request_field_size:
             await _send_error(conn, 431)
             log.info("%s: request head of %d bytes, more than max-request-field-size", peer, head_size)
-            return
+            return True
         try:
             check_h1_framing(event.headers.raw_items(), event.http_version)
             request = Request.from_h1(
@@ -350,22 +398,25 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
         except HttpError as exc:
             await _send_error(conn, exc.status, exc.headers)
             log.info("%s: %s", peer, exc)
-            return
+            return True
         close_after = served >= config.max_keep_alive_requests
         exchange = H1Exchange(conn, request, close_after)
         try:
-            await dispatch(exchange)
+            if request.path == "*":
+                await answer_asterisk(exchange)
+            else:
+                await dispatch(exchange)
         except ClientGone:
-            return
+            return False
         finally:
             _log_access(peer, request, exchange, trio.current_time() - started)
         if exchange.upgraded:
-            return
+            return False
         if conn.h11.our_state is not h11.DONE:
             # The handler did not finish its response: the connection is unusable.
             if exchange.status is None:
                 await _send_error(conn, 500)
-            return
+            return True
         if conn.h11.their_state is h11.SEND_BODY:
             drained = 0
             try:
@@ -374,14 +425,18 @@ async def serve_h1(stream: trio.abc.Stream, connection: ConnectionContext, *, in
                     if not chunk:
                         break
                     drained += len(chunk)
-            except (ClientGone, HttpError):
-                return
+            except ClientGone:
+                return False
+            except HttpError:
+                return True
         if conn.h11.their_state is not h11.DONE:
-            return
+            return True
         try:
             conn.h11.start_next_cycle()
         except h11.LocalProtocolError:
-            return
+            # Connection: close (ours or the client's): a pipelined request
+            # after it would meet a reset without the lingering close.
+            return bool(conn.h11.trailing_data[0])
 
 
 def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: float) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "has_token",
     "header_list_size",
     "normalize_target",
+    "split_absolute_form",
 ]
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -42,6 +43,8 @@ _REG_NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _HEXDIG = frozenset(b"0123456789ABCDEFabcdef")
 # IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
 _IPVFUTURE_TAIL = (_REG_NAME - {ord("%")}) | {ord(":")}
+# RFC 3986 section 3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+_SCHEME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-.")
 # Control bytes a field value may not hold (RFC 9110 section 5.5): all but HTAB.
 _CTL = frozenset([*range(0x09), *range(0x0A, 0x20), 0x7F])
 
@@ -229,6 +232,57 @@ def normalize_target(target: bytes) -> tuple[str, str]:
     return path, query_text
 
 
+def split_absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """Split an absolute-form request-target into its authority and origin form.
+
+    RFC 9112 section 3.2.2: a server MUST accept ``http://host:port/path?q``
+    (what a client sends to a proxy).  The authority then stands for the
+    ``Host`` header, and the rest is the target as origin form (an empty path
+    is ``/``).
+
+    Returns:
+        ``(authority, origin_form)``, or ``None`` for a target that is not in
+        absolute form (origin form, ``*``, or something else that
+        :func:`normalize_target` refuses).
+
+    Raises:
+        BadRequest: 400 for a scheme other than ``http`` or ``https``, an
+            empty authority, or userinfo (``user@host``, which RFC 9110
+            section 4.2.4 says to treat as an error).
+    """
+    if target.startswith(b"/"):
+        return None
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or not scheme or not all(c in _SCHEME_CHARS for c in scheme):
+        return None
+    if scheme.lower() not in (b"http", b"https"):
+        msg = f"absolute-form target with scheme {scheme[:20]!r}; only http and https are served"
+        raise BadRequest(msg, 400)
+    end = len(rest)
+    for delimiter in b"/?#":
+        at = rest.find(bytes([delimiter]))
+        if at != -1:
+            end = min(end, at)
+    authority, tail = rest[:end], rest[end:]
+    if not authority:
+        msg = f"absolute-form target without a host: {target[:80]!r}"
+        raise BadRequest(msg, 400)
+    if b"@" in authority:
+        msg = f"absolute-form target with userinfo: {target[:80]!r}"
+        raise BadRequest(msg, 400)
+    if not tail.startswith(b"/"):
+        tail = b"/" + tail
+    return authority, tail
+
+
+def _path_and_query(method: bytes, target: bytes) -> tuple[str, str]:
+    # ``OPTIONS *`` asks about the server, not a resource (RFC 9110 section
+    # 9.3.7): its path is ``*``, which no route matches; the HTTP layers answer it.
+    if target == b"*" and method == b"OPTIONS":
+        return "*", ""
+    return normalize_target(target)
+
+
 @final
 @attrs.frozen
 class Request:
@@ -243,9 +297,13 @@ class Request:
     passes it to an HTTP/1.1 backend sends ``GET`` (as lighttpd does for
     mod_proxy and CGI).  Only the access log shows the wire method."""
     target: bytes
-    """The raw request-target as received (path and query, not decoded)."""
+    """The raw request-target (path and query, not decoded), in origin form.
+
+    An absolute-form target (``GET http://host/path HTTP/1.1``, RFC 9112
+    section 3.2.2) is reduced to its path and query here, and its authority
+    replaces the ``Host`` header, as the RFC says; ``OPTIONS *`` keeps ``*``."""
     path: str
-    """The percent-decoded, normalised URL path, without the query."""
+    """The percent-decoded, normalised URL path, without the query (``*`` for ``OPTIONS *``)."""
     query: str
     """The raw query string, without the ``?``."""
     headers: Headers
@@ -309,10 +367,17 @@ class Request:
         in values and joined any obs-fold into one space (RFC 9112 section
         5.2 allows that).
 
+        An absolute-form target's authority replaces the ``Host`` header
+        (RFC 9112 section 3.2.2; it is checked as a ``Host`` is), and the
+        target becomes origin form: see :attr:`target`.
+
         Raises:
             BadRequest: 400 for an unusable target or header.
         """
-        path, query = normalize_target(target)
+        absolute = split_absolute_form(target)
+        if absolute is not None:
+            authority, target = absolute
+        path, query = _path_and_query(method, target)
         hdrs = tuple((k.lower(), v) for k, v in headers)
         hosts = []
         for k, v in hdrs:
@@ -322,7 +387,10 @@ class Request:
         if len(hosts) > 1:
             msg = "more than one Host header"
             raise BadRequest(msg, 400)
-        if hosts:
+        if absolute is not None:
+            check_host(authority)
+            hdrs = ((b"host", authority), *(h for h in hdrs if h[0] != b"host"))
+        elif hosts:
             check_host(hosts[0])
         elif http_version == b"1.1":
             msg = "HTTP/1.1 request without a Host header"
@@ -439,7 +507,7 @@ class Request:
         elif b":scheme" not in pseudo or b":path" not in pseudo:
             _reject_malformed("no :scheme or :path")
         target = pseudo[b":path"]
-        path, query = normalize_target(target)
+        path, query = _path_and_query(method, target)
         authority = pseudo.get(b":authority")
         hosts = [v for k, v in regular if k == b"host"]
         if authority is None and len(hosts) > 1:

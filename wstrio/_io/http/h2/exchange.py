@@ -36,7 +36,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from wstrio._errors import ClientGone, HttpError, RequestTimeout
-from wstrio._io.http.exchange import Upgraded, map_exceptions, reason_phrase
+from wstrio._io.http.exchange import Upgraded, answer_asterisk, map_exceptions, reason_phrase
 from wstrio._io.http.h1 import SERVER_HEADER
 from wstrio._io.http.h2.stream import H2Stream, H2StreamState
 from wstrio._io.streams.pipes import BROKEN
@@ -249,7 +249,10 @@ async def run_stream(conn: H2Connection, st: H2StreamState, headers: tuple[tuple
                 return
             conn.served += 1
             exchange = H2Exchange(st, request)
-            await conn.dispatch(exchange)
+            if request.path == "*":
+                await answer_asterisk(exchange)
+            else:
+                await conn.dispatch(exchange)
         finished = True
     except (ClientGone, *BROKEN):
         finished = True
