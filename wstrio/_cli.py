@@ -11,13 +11,14 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import trio
 
 from wstrio._config import ServerConfig
 from wstrio._errors import ConfigError, WstrioError
+from wstrio._io.grace import force_shutdown
 from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
 from wstrio._io.preflight import preflight
 from wstrio._io.rlimit import nofile_warning, raise_nofile_limit
@@ -89,59 +90,110 @@ def _reload_certificates(server: Server) -> None:
         log.info("SIGHUP: no TLS listener, nothing to reload")
 
 
-async def _serve_until_signalled(config: ServerConfig) -> int:
+async def _until_signalled(
+    start: Callable[[trio.Nursery], Awaitable[object]],
+    *,
+    on_hup: Callable[[], None],
+    on_stop: Callable[[str], None],
+    on_force: Callable[[str], None],
+) -> int:
+    """Run what ``start`` starts until SIGINT or SIGTERM, then stop it gracefully.
+
+    SIGHUP calls ``on_hup``.  The first SIGINT/SIGTERM cancels the run (the
+    graceful shutdown: tunnels get CLOSE 1001 and up to ``shutdown-timeout``);
+    a second one during it calls ``on_force``: stop waiting and exit now.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(serve, config)
+        async with trio.open_nursery() as outer:
+            main = trio.CancelScope()
 
-            async def stop_on_signal() -> None:
+            async def watch() -> None:
+                stopping = False
                 async for signum in signals:
+                    name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
-                        _reload_certificates(server)
-                        continue
-                    log.info(
-                        "%s: closing connections (up to %g s), then exiting",
-                        signal.Signals(signum).name,
-                        config.shutdown_timeout,
-                    )
-                    nursery.cancel_scope.cancel()
-                    return
+                        on_hup()
+                    elif not stopping:
+                        stopping = True
+                        on_stop(name)
+                        main.cancel()
+                    else:
+                        on_force(name)
 
-            nursery.start_soon(stop_on_signal)
+            outer.start_soon(watch)
+            with main:
+                async with trio.open_nursery() as nursery:
+                    await start(nursery)
+                    await trio.sleep_forever()
+            outer.cancel_scope.cancel()
     return 0
+
+
+def _force(name: str) -> None:
+    log.warning("%s again: not waiting for connections to close; exiting now", name)
+    force_shutdown()
+
+
+async def _serve_until_signalled(config: ServerConfig) -> int:
+    servers: list[Server] = []
+
+    async def start(nursery: trio.Nursery) -> None:
+        servers.append(await nursery.start(serve, config))
+
+    def on_stop(name: str) -> None:
+        log.info(
+            "%s: closing connections (up to %g s; send it again to exit at once), then exiting",
+            name,
+            config.shutdown_timeout,
+        )
+
+    def on_hup() -> None:
+        for server in servers:
+            _reload_certificates(server)
+
+    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force)
 
 
 async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log_level: str) -> int:
     supervisor = Supervisor(config, text, log_level=log_level)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(supervisor.run)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("SIGHUP: passing it on to the workers")
-                    supervisor.signal_workers(signal.SIGHUP)
-                    continue
-                log.info(
-                    "%s: stopping %d workers (each closes its connections, up to %g s)",
-                    signal.Signals(signum).name, config.workers, config.shutdown_timeout,
-                )  # fmt: skip
-                nursery.cancel_scope.cancel()
-                break
-    return 0
+
+    async def start(nursery: trio.Nursery) -> None:
+        await nursery.start(supervisor.run)
+
+    def on_hup() -> None:
+        log.info("SIGHUP: passing it on to the workers")
+        supervisor.signal_workers(signal.SIGHUP)
+
+    def on_stop(name: str) -> None:
+        log.info(
+            "%s: stopping %d workers (each closes its connections, up to %g s; send it again to exit at once)",
+            name, config.workers, config.shutdown_timeout,
+        )  # fmt: skip
+
+    def on_force(name: str) -> None:
+        # Each worker took the first SIGTERM; a second one makes it exit at once.
+        log.warning("%s again: the workers exit without waiting for their connections", name)
+        supervisor.signal_workers(signal.SIGTERM)
+        force_shutdown()
+
+    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=on_force)
 
 
 async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
     inherited = [(int(item.split(":")[0]), item.endswith(":tls")) for item in listen_fds.split(",")]
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-            server: Server = await nursery.start(serve_worker, config, inherited)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    _reload_certificates(server)
-                    continue
-                nursery.cancel_scope.cancel()
-                break
-    return 0
+    servers: list[Server] = []
+
+    async def start(nursery: trio.Nursery) -> None:
+        servers.append(await nursery.start(serve_worker, config, inherited))
+
+    def on_hup() -> None:
+        for server in servers:
+            _reload_certificates(server)
+
+    def on_stop(name: str) -> None:
+        log.debug("%s: closing connections", name)
+
+    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force)
 
 
 def _log_preflight(config: ServerConfig) -> None:

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.helpers import (
     EXAMPLES,
     CliServer,
+    RawClients,
     pid_alive,
     prepare_examples,
     start_cli_server,
@@ -214,6 +215,29 @@ async def test_serve_then_sigterm_exits_0_and_stops_the_backend(nursery: trio.Nu
     await wait_pid_gone(pid)
     log = "\n".join(cli.stderr)
     assert "SIGTERM" in log
+    assert "closed 1001 by shutdown" in log, "the tunnel's access-log line lacks its outcome"
+    assert not (tmp_path / "b.sock-0").exists(), "the backend socket file was left behind"
+
+
+async def test_a_second_sigterm_ends_the_graceful_shutdown_at_once(
+    nursery: trio.Nursery, raw: RawClients, tmp_path: Path
+) -> None:
+    config = spawned_config(tmp_path)
+    config.write_text(config.read_text().replace("shutdown-timeout = 5", "shutdown-timeout = 600"))
+    cli = await start_cli_server(nursery, config)
+    pid = await tunnel_pid(cli)
+    # A client that never answers the CLOSE: the graceful shutdown would wait 600 s for it.
+    client = await raw.tcp(cli.port)
+    assert (await client.ws_handshake()).status == 101
+    cli.process.send_signal(signal.SIGTERM)
+    frame = await client.read_frame()
+    assert frame.opcode == 0x8
+    assert int.from_bytes(frame.payload[:2], "big") == 1001
+    assert any("send it again to exit at once" in line for line in cli.stderr)
+    cli.process.send_signal(signal.SIGTERM)
+    assert await cli.stop(None) == 0  # within PROCESS_TIMEOUT, long before 600 s
+    assert any("SIGTERM again" in line for line in cli.stderr)
+    await wait_pid_gone(pid)
     assert not (tmp_path / "b.sock-0").exists(), "the backend socket file was left behind"
 
 

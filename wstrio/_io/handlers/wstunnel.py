@@ -8,6 +8,7 @@ Order, as lighttpd (reference section 2.3): validate the handshake (400/403,
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -67,7 +68,16 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
             )
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
-            outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub)
+            try:
+                outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub)
+            except BaseException:
+                # Cancelled (in an exception group) by the server's shutdown:
+                # the client got CLOSE 1001 (run_tunnel); say so in the access log.
+                if trio.current_effective_deadline() == -math.inf:
+                    exchange.set_log_note(
+                        f"tunnel to {lease.address} closed 1001 by shutdown after {trio.current_time() - started:.1f}s"
+                    )
+                raise
             exchange.set_log_note(
                 f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
                 f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"

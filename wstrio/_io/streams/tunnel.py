@@ -83,6 +83,7 @@ import trio
 from wsproto.frame_protocol import CloseReason
 
 from wstrio._io.first import FirstProblem
+from wstrio._io.grace import grace_scope
 from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.fastpath.tunnel import tunnel_handlers
@@ -419,7 +420,7 @@ class _Tunnel:
         if outcome.code is None or self.sender.broken:
             return
         timeout = self.settings.shutdown_timeout if shutdown else self.settings.close_timeout
-        with trio.move_on_after(timeout, shield=True):
+        with grace_scope(timeout):
             if not self.codec.close_sent:
                 if not await self.sender.send(self.codec.close(outcome.code, outcome.reason)):
                     return

@@ -82,6 +82,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, GoAwayFrame, HeadersFrame
 
 from wstrio._config import ServerConfig
+from wstrio._io.grace import grace_scope
 from wstrio._io.http.exchange import Dispatch
 from wstrio._io.http.h2.exchange import FINISH_TIMEOUT, run_stream
 from wstrio._io.http.h2.stream import H2StreamState
@@ -564,6 +565,6 @@ async def serve_h2(
             cancelled = False
         finally:
             # Bounded in close(); shielded so a shutdown can still say goodbye.
-            with trio.move_on_after(config.shutdown_timeout + 3 * FINISH_TIMEOUT, shield=True):
+            with grace_scope(config.shutdown_timeout + 3 * FINISH_TIMEOUT):
                 await conn.close(shutdown=cancelled)
             conn.io_scope.cancel()
