@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.helpers import make_config
-from wstrio._sansio.resources import SPARE_FDS, fds_needed
+from wstrio._sansio.resources import SPARE_FDS, AcceptBackoff, fds_needed
 
 BACKEND = {"host": "127.0.0.1", "port": 9}
 
@@ -42,3 +42,37 @@ def test_spawned_processes_keep_a_socket_each() -> None:
     route = {"path": "/ws/", "handler": "wstunnel", "backend": [spawned]}
     config = _config({"max-connections": 10, "http2": False}, [route])
     assert fds_needed(config) == 2 + 10 + 10 + 3 + SPARE_FDS
+
+
+def test_accept_backoff_doubles_to_a_ceiling_and_reports_one_episode() -> None:
+    backoff = AcceptBackoff()
+    assert backoff.succeeded(0.0) is None
+    delays = []
+    firsts = []
+    now = 10.0
+    for _ in range(10):
+        delay, first = backoff.failed(now)
+        delays.append(delay)
+        firsts.append(first)
+        now += delay
+    assert firsts == [True] + [False] * 9
+    assert delays[:4] == [
+        AcceptBackoff.FIRST,
+        2 * AcceptBackoff.FIRST,
+        4 * AcceptBackoff.FIRST,
+        8 * AcceptBackoff.FIRST,
+    ]
+    assert max(delays) == AcceptBackoff.LONGEST
+    assert delays == sorted(delays)
+    assert backoff.in_episode
+    assert backoff.succeeded(now) == (now - 10.0, 10)
+    assert not backoff.in_episode
+    assert backoff.succeeded(now) is None
+
+
+def test_a_new_episode_starts_again_from_the_first_delay() -> None:
+    backoff = AcceptBackoff()
+    for t in range(5):
+        backoff.failed(float(t))
+    backoff.succeeded(5.0)
+    assert backoff.failed(6.0) == (AcceptBackoff.FIRST, True)

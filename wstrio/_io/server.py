@@ -32,6 +32,7 @@ from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
 from wstrio._io.streams.pipes import close_stream
+from wstrio._sansio.resources import AcceptBackoff
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
 
@@ -41,7 +42,6 @@ conn_log = logging.getLogger("wstrio.connection")
 # The accept() errors that mean "out of resources", as in trio.serve_listeners:
 # wait and try again instead of dying.
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-_SLEEP_ON_CAPACITY = 0.1
 _TLS_CLOSE_TIMEOUT = 1.0
 
 
@@ -269,6 +269,7 @@ async def _accept_loop(
     context: ServerContext,
     server: Server,
 ) -> None:
+    backoff = AcceptBackoff()
     async with listener:
         while True:
             # At max-connections we stop accepting; new clients wait in the
@@ -279,13 +280,24 @@ async def _accept_loop(
             except OSError as exc:
                 limiter.release()
                 if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
-                    log.error("accept() failed (%s); waiting before accepting again", os.strerror(exc.errno or 0))
-                    await trio.sleep(_SLEEP_ON_CAPACITY)
+                    # Out of file descriptors or memory: wait (backing off)
+                    # and say so once per episode, not at every retry.
+                    delay, first = backoff.failed(trio.current_time())
+                    if first:
+                        log.error(
+                            "accept() failed (%s); new clients wait in the listen queue until it works again"
+                            " (see max-connections and the open-file limit in docs/deployment.md)",
+                            os.strerror(exc.errno or 0),
+                        )
+                    await trio.sleep(delay)
                     continue
                 raise
             except BaseException:
                 limiter.release()
                 raise
+            ended = backoff.succeeded(trio.current_time()) if backoff.in_episode else None
+            if ended is not None:
+                log.warning("accepting again after %.1f s (%d failed accepts)", *ended)
             server._active += 1
             server._total += 1
             nursery.start_soon(_run_connection, stream, limiter, context, server)
