@@ -59,6 +59,9 @@ BLOCK = bytes(range(256)) * 256  # 64 KiB
 CLIENT_TIMEOUT = 30.0
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
+# Every tunnel and relay runs with the hub on and off (issue 13, defect 7).
+pytestmark = pytest.mark.usefixtures("hub_switch")
+
 
 def pattern(size: int) -> Iterator[bytes]:
     """``size`` deterministic bytes, in 64 KiB blocks."""

@@ -53,6 +53,9 @@ from wstrio._sansio.backends.address import BackendAddress
 
 MiB = 1 << 20
 
+# Every tunnel and relay runs with the hub on and off (issue 13, defect 7).
+pytestmark = pytest.mark.usefixtures("hub_switch")
+
 
 async def start(nursery: trio.Nursery, data: dict[str, Any], **kwargs: Any) -> wstrio.Server:
     """:func:`start_server` with a short ``shutdown-timeout``.

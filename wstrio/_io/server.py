@@ -80,6 +80,11 @@ class Server:
         self.listeners = tuple(listeners)
         self._active = 0
         self._total = 0
+        # With a handler_nursery, connections outlive serve(); the services
+        # they use (hub, timers, backends) stop once serving has stopped and
+        # the last connection ended.
+        self._serving = True
+        self._drained = trio.Event()
         # One reloadable context per [server.tls], shared by its TLS listeners.
         tls_listeners = [x for x in self.listeners if isinstance(x, TlsListener)]
         self._tls_contexts = list({id(x.contexts): x.contexts for x in tls_listeners}.values())
@@ -211,6 +216,8 @@ async def _handle_connection(stream: trio.abc.Stream, context: ServerContext, se
         conn_log.exception("connection from %s failed", client)
     finally:
         server._active -= 1
+        if not server._serving and server._active == 0:
+            server._drained.set()
         await close_stream(stream)
 
 
@@ -312,6 +319,25 @@ async def _run_connection(
         limiter.release()
 
 
+async def _start_services(nursery: trio.Nursery, context: ServerContext) -> None:
+    """Start what connections use: backend pools, the timers and the hub."""
+    for route_backends in context.backends.values():
+        await route_backends.start(nursery)
+    nursery.start_soon(context.timers.run)
+    await nursery.start(context.hub.run)  # the hub is ready before the first accept
+
+
+async def _run_services(
+    context: ServerContext, server: Server, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The services in a ``handler_nursery``: until serving stopped and the last connection ended."""
+    async with trio.open_nursery() as nursery:
+        await _start_services(nursery, context)
+        task_status.started()
+        await server._drained.wait()
+        nursery.cancel_scope.cancel()
+
+
 async def serve_listeners(
     config: ServerConfig,
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
@@ -326,7 +352,12 @@ async def serve_listeners(
         config: the configuration (its ``listen`` is ignored here).
         listeners: any Trio listeners, e.g. :class:`trio.testing.MemoryListener`.
         connector: how backends are reached (default: real sockets).
-        handler_nursery: where connection tasks run (default: an internal nursery).
+        handler_nursery: where connection tasks run (default: an internal
+            nursery).  They then outlive this call, as with
+            :func:`trio.serve_tcp`: cancelling it stops accepting, and the
+            open connections go on (with the hub, timers and backends they
+            use, which stop after the last of them) until they end or that
+            nursery is cancelled.
         task_status: receives the :class:`Server` once every listener accepts
             and every spawned backend has started.
 
@@ -364,10 +395,12 @@ async def _serve(
     unix_paths = [] if worker else [a.path for a in server.addresses if a.kind == "unix" and a.path is not None]
     try:
         async with trio.open_nursery() as backend_nursery:
-            for route_backends in context.backends.values():
-                await route_backends.start(backend_nursery)
-            backend_nursery.start_soon(context.timers.run)
-            await backend_nursery.start(context.hub.run)  # the hub is ready before the first accept
+            if handler_nursery is None:
+                await _start_services(backend_nursery, context)
+            else:
+                # The connections run in handler_nursery and outlive this
+                # call (as with trio.serve_tcp), so what they use must too.
+                await handler_nursery.start(_run_services, context, server)
             async with trio.open_nursery() as connection_nursery:
                 target = handler_nursery or connection_nursery
                 for listener in listeners:
@@ -381,6 +414,9 @@ async def _serve(
                 task_status.started(server)
             backend_nursery.cancel_scope.cancel()
     finally:
+        server._serving = False
+        if server._active == 0:
+            server._drained.set()
         for path in unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
