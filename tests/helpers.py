@@ -365,12 +365,23 @@ class RawClient:
         return RawResponse(int(status), reason, tuple(headers))
 
     async def read_response(self, method: str = "GET") -> RawResponse:
-        """A whole response; the body is read by Content-Length, or to EOF without one."""
+        """A whole response; the body is read by Content-Length, chunked (decoded), or to EOF."""
         head = await self.read_head()
         if method == "HEAD" or head.status in (204, 304) or 100 <= head.status < 200:
             return head
         length = head.header(b"content-length")
-        if length is not None:
+        if (head.header(b"transfer-encoding") or b"").lower() == b"chunked":
+            body = b""
+            while True:
+                size_line = await self.read_until(b"\r\n")
+                size = int(size_line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while await self.read_until(b"\r\n") != b"\r\n":
+                        pass  # trailers
+                    break
+                body += await self.read_exactly(size)
+                assert await self.read_exactly(2) == b"\r\n", "chunk without its CRLF"
+        elif length is not None:
             body = await self.read_exactly(int(length))
         else:
             body = await self.read_to_eof()

@@ -35,7 +35,16 @@ any backend failure after the start    the client connection is closed
                                        (the response stays incomplete)
 client silent ``max-read-idle``        408 (before the response started)
 bad client body (chunk syntax, ...)    400 (before the response started)
+``Content-Length`` over the limit      413 before any backend is contacted
+body over the limit, counted           413 (the backend request abandoned)
+                                       before the response started; the
+                                       client connection closed (HTTP/2:
+                                       the stream reset) after it
 =====================================  ===================================
+
+The limit is ``max-request-body-size`` (the route's, else the server's; see
+:mod:`wstrio._sansio.http.body`): each chunk is counted before it is sent
+on, so a backend never gets more than the limit.
 
 Errors never escape the nursery (trio would wrap them in an
 :class:`ExceptionGroup`): each task reports the first problem to the call's
@@ -69,6 +78,7 @@ from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 from wstrio._io.streams.relay import relay
+from wstrio._sansio.http.body import BodyLimit, RequestBodyTooLarge
 from wstrio._sansio.http.proxy import backend_request, backend_target, host_header
 from wstrio._sansio.upgrade import ProxyPlan, Reject, Switch, judge_response, new_websocket_key, plan_request
 
@@ -161,6 +171,8 @@ class _Problem:
     status: int | None
     """The answer if the response has not started; ``None`` = none possible."""
     client_gone: bool = False
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Headers for that answer (``Connection: close`` with a 413)."""
 
 
 @final
@@ -175,9 +187,11 @@ class _ProxyCall:
         route: Route,
         config: ServerConfig,
         lease: BackendLease,
+        limit: BodyLimit,
         hub: Hub | None = None,
     ) -> None:
         self.exchange = exchange
+        self.limit = limit
         self.hub = hub
         self.plan = plan
         self.target = target
@@ -189,8 +203,15 @@ class _ProxyCall:
         self.first: FirstProblem[_Problem] = FirstProblem()
         self.switch: Switch | None = None
 
-    def fail(self, message: str, status: int | None, *, client_gone: bool = False) -> None:
-        self.first.report(_Problem(message, status, client_gone))
+    def fail(
+        self,
+        message: str,
+        status: int | None,
+        *,
+        client_gone: bool = False,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        self.first.report(_Problem(message, status, client_gone, headers))
 
     async def run(self, first_chunk: bytes) -> None:
         request = self.exchange.request
@@ -230,16 +251,18 @@ class _ProxyCall:
         where = f"{request.method} {request.path} via {self.lease.address}"
         self.exchange.set_log_note(f"proxy to {self.lease.address}: {problem.message}")
         # The client's own failures are routine; the backend's are the operator's business.
-        client_side = problem.client_gone or problem.status in (400, 408)
+        client_side = problem.client_gone or problem.status in (400, 408, 413)
         log.log(logging.INFO if client_side else logging.WARNING, "%s: %s", where, problem.message)
         if problem.client_gone:
             raise ClientGone(problem.message)
         if not self.exchange.response_started and problem.status is not None:
-            await send_simple(self.exchange, problem.status)
+            await send_simple(self.exchange, problem.status, headers=problem.headers)
         # Otherwise the response is left unfinished, and the HTTP layer
         # closes the client connection: the only honest signal left.
 
     async def _send_body(self, first_chunk: bytes) -> None:
+        # first_chunk was counted by handle(); every later chunk is counted
+        # before it goes out, so the backend never gets more than the limit.
         chunk = first_chunk
         try:
             while True:
@@ -248,7 +271,13 @@ class _ProxyCall:
                 chunk = await self.exchange.receive_body(READ_SIZE)
                 if not chunk:
                     break
+                self.limit.count(len(chunk))
             await self.conn.send(h11.EndOfMessage())
+        except RequestBodyTooLarge as exc:
+            # Before the response: the backend request is abandoned (the
+            # nursery is cancelled, the connection closed) and the client
+            # gets the 413; after it, the exchange is aborted.
+            self.fail(str(exc), exc.status, headers=exc.headers)
         except ClientGone:
             self.fail("the client went away while sending the request body", None, client_gone=True)
         except RequestTimeout:
@@ -342,9 +371,12 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
     """
     request = exchange.request
     route, config = match.route, ctx.config
+    limit = BodyLimit(config.request_body_limit(route))
     try:
         plan = plan_request(request, route)
         target = backend_target(request, route.proxy_target)
+        # Before any backend is contacted; the body is not read.
+        limit.check_declared(plan.content_length)
     except HttpError as exc:
         log.info("%s %s: %s (%d)", request.method, request.path, exc, exc.status)
         exchange.set_log_note(str(exc))
@@ -358,13 +390,16 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
         # (END_STREAM came with the headers) from a stream to send chunked.
         try:
             first_chunk = await exchange.receive_body(READ_SIZE)
-        except RequestTimeout as exc:
-            await send_simple(exchange, exc.status)
+            limit.count(len(first_chunk))
+        except (RequestTimeout, RequestBodyTooLarge) as exc:
+            log.info("%s %s: %s (%d)", request.method, request.path, exc, exc.status)
+            exchange.set_log_note(str(exc))
+            await send_simple(exchange, exc.status, headers=exc.headers)
             return
         plan = attrs.evolve(plan, body="chunked" if first_chunk else "none")
     try:
         async with match.backends.connect(request) as lease:
-            await _ProxyCall(exchange, plan, target, route, config, lease, ctx.hub).run(first_chunk)
+            await _ProxyCall(exchange, plan, target, route, config, lease, limit, ctx.hub).run(first_chunk)
     except BackendUnavailable as exc:
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))

@@ -75,7 +75,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, final
 
@@ -93,6 +93,7 @@ from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 from wstrio._io.streams.relay import relay
 from wstrio._sansio.cgi.environ import build_cgi_environ
 from wstrio._sansio.cgi.response import CgiResponseHead, CgiResponseParser
+from wstrio._sansio.http.body import BodyLimit
 from wstrio._sansio.upgrade import Forward, ProxyPlan, Reject, Switch, judge_response, new_websocket_key, plan_request
 from wstrio._version import __version__
 
@@ -173,8 +174,12 @@ class _Body:
     """The whole body when it was read ahead; ``None`` streams it from the exchange."""
 
 
-async def _read_body(exchange: Exchange, plan: ProxyPlan) -> _Body:
+async def _read_body(exchange: Exchange, plan: ProxyPlan, limit: BodyLimit) -> _Body:
     """How the body reaches the program; bodies of unknown length are read ahead.
+
+    A declared length over ``max-request-body-size`` is refused before
+    anything is read (and before any program is started or backend
+    contacted); a body read ahead is counted as it comes.
 
     Raises:
         HttpError: 400, 408 (from the exchange) or 413.
@@ -184,10 +189,12 @@ async def _read_body(exchange: Exchange, plan: ProxyPlan) -> _Body:
         return _Body(None, b"")
     if plan.body == "none":
         return _Body(0, b"")
+    limit.check_declared(plan.content_length)
     if plan.body == "length":
         return _Body(plan.content_length, None)
     data = bytearray()
     while chunk := await exchange.receive_body(READ_SIZE):
+        limit.count(len(chunk))
         data += chunk
         if len(data) > MAX_BUFFERED_BODY:
             msg = f"request body without Content-Length exceeds {MAX_BUFFERED_BODY} bytes"
@@ -443,9 +450,9 @@ async def serve_program(
         plan = plan_request(request, route)
         if plan.note:
             log.debug("%s %s: %s", request.method, request.path, plan.note)
-        body = await _read_body(exchange, plan)
+        body = await _read_body(exchange, plan, BodyLimit(config.request_body_limit(route)))
     except HttpError as exc:
-        await refuse(exchange, str(exc), exc.status)
+        await refuse(exchange, str(exc), exc.status, exc.headers)
         return
     key = new_websocket_key() if plan.mode == "websocket-h2" else None
     env_request = request
@@ -552,10 +559,22 @@ async def serve_on_backend(exchange: Exchange, match: RouteMatch, ctx: ServerCon
     await serve_program(exchange, match, ctx, target, open_backend, extra_environ=dict(route.environment))
 
 
-async def refuse(exchange: Exchange, message: str, status: int | None) -> None:
-    """Log why a request failed, note it, and answer ``status`` if nothing was sent yet."""
+_CLIENT_FAULTS = frozenset([400, 408, 413])
+"""Statuses that mean the client's own fault: logged at INFO, not WARNING."""
+
+
+async def refuse(
+    exchange: Exchange, message: str, status: int | None, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Log why a request failed, note it, and answer ``status`` if nothing was sent yet.
+
+    A client's fault (a malformed, stalled or too large body) is routine and
+    logged at INFO; the rest (a script or backend failing, a route that
+    cannot work) is the operator's business, at WARNING.
+    """
     request = exchange.request
-    log.warning("%s %s: %s", request.method, request.path, message)
+    level = logging.INFO if status in _CLIENT_FAULTS else logging.WARNING
+    log.log(level, "%s %s: %s", request.method, request.path, message)
     exchange.set_log_note(message)
     if status is not None and not exchange.response_started:
-        await send_simple(exchange, status)
+        await send_simple(exchange, status, headers=headers)
