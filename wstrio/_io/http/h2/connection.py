@@ -87,6 +87,7 @@ from wstrio._io.http.exchange import Dispatch
 from wstrio._io.http.h2.exchange import FINISH_TIMEOUT, run_stream
 from wstrio._io.http.h2.stream import H2StreamState
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
+from wstrio._sansio.http.h2budget import H2Budget
 
 __all__ = ["PREFACE", "H2Connection", "read_preface", "serve_h2"]
 
@@ -181,6 +182,10 @@ class H2Connection:
         window = min(2 * self.max_streams * config.h2_initial_window_size, _MAX_WINDOW)
         if window > _DEFAULT_WINDOW:
             self.h2.increment_flow_control_window(window - _DEFAULT_WINDOW)
+        self.budget = H2Budget(now=trio.current_time())
+        """Control-frame floods: what the client may cost us without asking for anything."""
+        self._provoked = False
+        """h2's output now answers the client's frames just received (its RST_STREAMs are charged)."""
         self.streams: dict[int, H2StreamState] = {}
         self.tasks = 0
         self._no_tasks = trio.Event()
@@ -212,6 +217,7 @@ class H2Connection:
     def _pull(self) -> None:
         data = self.h2.data_to_send()
         if data:
+            self.budget.sent(data, trio.current_time(), provoked=self._provoked)
             self.out += data
             self.queued += len(data)
 
@@ -333,7 +339,50 @@ class H2Connection:
             self.done.set()
 
     def _receive(self, data: bytes | bytearray) -> bool:
-        """Feed ``data`` to h2 and handle the events; False when the connection is over."""
+        """Feed ``data`` to h2 and handle the events; False when the connection is over.
+
+        The flood budget sees the frames first: the frame that exhausts it
+        and everything after it never reach h2 (so h2 answers no more PINGs
+        or SETTINGS than the budget allows), and the connection ends with
+        GOAWAY ENHANCE_YOUR_CALM.
+        """
+        self._pull()  # what the streams queued is not an answer to these frames
+        allowed = self.budget.received(data, trio.current_time())
+        if allowed < len(data):
+            if allowed:
+                self._receive_allowed(data[:allowed])
+            return self._calm()
+        go_on = self._receive_allowed(data)
+        if self.budget.exhausted is not None:
+            return self._calm()
+        return go_on
+
+    def _calm(self) -> bool:
+        """The budget is spent: GOAWAY ENHANCE_YOUR_CALM, stop reading, end every stream."""
+        if not self.goaway_sent and not self.broken:
+            log.info(
+                "%s: HTTP/2 flood (%s): GOAWAY ENHANCE_YOUR_CALM, closing the connection",
+                self.peer,
+                self.budget.exhausted,
+            )
+            try:
+                self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+            except h2.exceptions.H2Error:
+                pass
+            self.goaway_sent = True
+        self.kick()
+        self.fail_streams()
+        return False
+
+    def _receive_allowed(self, data: bytes | bytearray) -> bool:
+        self._provoked = True
+        try:
+            return self._receive_frames(data)
+        finally:
+            self.kick()
+            self._provoked = False
+
+    def _receive_frames(self, data: bytes | bytearray) -> bool:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -372,6 +421,9 @@ class H2Connection:
                 if event.remote_reset:
                     log.debug("%s: stream %d reset by the client (%s)", self.peer, st.stream_id, event.error_code)
                     st.scope.cancel()
+                    if not st.local_ended:
+                        # Reset while wstrio still worked on it (CVE-2023-44487).
+                        self.budget.rapid_reset(trio.current_time())
         elif isinstance(event, h2.events.WindowUpdated):
             if event.stream_id:
                 st = self.streams.get(event.stream_id)
