@@ -11,6 +11,10 @@ and friends, or by a test) and handed to every handler with the request's
 * per route, its backends (:class:`~wstrio._io.backends.route.RouteBackends`:
   balancing, retries, spawned pools), prebuilt into one immutable
   :class:`RouteMatch` per route;
+* the per-client limits (:mod:`wstrio._sansio.limits`): connections per
+  address, the request-rate buckets, and per route the requests in
+  progress per address; and the count of open tunnels (``max-tunnels``),
+  server-wide and per route;
 * the server-wide services of the tunnels: the timer task
   (:class:`~wstrio._io.streams.timers.TimerService`) and the hub
   (:class:`~wstrio._io.streams.fastpath.hub.Hub`).  The server runs both
@@ -37,6 +41,7 @@ from wstrio._io.http.exchange import Exchange
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.http.request import Request
+from wstrio._sansio.limits import ConnectionCounter, RateLimiter
 from wstrio._sansio.routing import Router
 
 __all__ = ["RouteMatch", "ServerContext"]
@@ -84,6 +89,20 @@ class ServerContext:
         """The backends of every route that has some, by route index (the server starts them)."""
         self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
         """The document root, symbolic links resolved (``None``: no static files)."""
+        self.connections_per_ip = ConnectionCounter(config.max_connections_per_ip)
+        """``server.max-connections-per-ip``: client connections per address (taken by the server's accept side)."""
+        self.request_rate = RateLimiter(config.request_rate, config.effective_request_burst)
+        """``request-rate``/``request-burst``: a token bucket per address, taken per request."""
+        self.route_per_ip = {
+            index: ConnectionCounter(route.max_connections_per_ip)
+            for index, route in enumerate(config.routes)
+            if route.max_connections_per_ip
+        }
+        """Route ``max-connections-per-ip``: requests (and tunnels) in progress per address, by route index."""
+        self.tunnels = 0
+        """WebSockets open now (``server.max-tunnels``), over HTTP/1.1 and HTTP/2."""
+        self.route_tunnels = dict.fromkeys(range(len(config.routes)), 0)
+        """WebSockets open now per route index (route ``max-tunnels``)."""
         self.timers = TimerService()
         self.hub = Hub()
         self.dispatch: Callable[[Exchange], Awaitable[None]] = functools.partial(_dispatch.dispatch, ctx=self)

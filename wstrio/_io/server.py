@@ -23,15 +23,18 @@ from typing import NoReturn, final
 
 import attrs
 import trio
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from wstrio._config import ListenAddress, ServerConfig
 from wstrio._io.backends.connect import BackendConnector, SocketConnector
 from wstrio._io.context import ServerContext
-from wstrio._io.http.exchange import ConnectionContext
+from wstrio._io.handlers.dispatch import BUSY_RETRY_AFTER
+from wstrio._io.http.exchange import ConnectionContext, Exchange, send_simple
 from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
 from wstrio._io.streams.pipes import close_stream
+from wstrio._sansio.limits import client_key
 from wstrio._sansio.resources import AcceptBackoff
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
@@ -210,15 +213,41 @@ def _addresses(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[s
 
 async def _handle_connection(stream: trio.abc.Stream, context: ServerContext, server: Server) -> None:
     client, local = _addresses(stream)
+    key = client_key(client[0]) if client else None
+    admitted = context.connections_per_ip.acquire(key)
+    if not admitted:
+        conn_log.info(
+            "%s:%d: over max-connections-per-ip (%d): answering 429 (HTTP/2: GOAWAY ENHANCE_YOUR_CALM)",
+            *(client or ("unix", 0)),
+            context.config.max_connections_per_ip,
+        )
     try:
-        await _serve_connection(stream, context, client, local)
+        await _serve_connection(stream, context, client, local, refuse=not admitted)
     except Exception:
         conn_log.exception("connection from %s failed", client)
     finally:
+        if admitted:
+            context.connections_per_ip.release(key)
         server._active -= 1
         if not server._serving and server._active == 0:
             server._drained.set()
         await close_stream(stream)
+
+
+async def _too_many_connections(exchange: Exchange) -> None:
+    """The answer to every request on a connection over ``max-connections-per-ip``."""
+    exchange.set_log_note("over max-connections-per-ip")
+    await send_simple(
+        exchange, 429, headers=[(b"retry-after", str(BUSY_RETRY_AFTER).encode()), (b"connection", b"close")]
+    )
+
+
+async def _calm_h2(stream: trio.abc.Stream) -> None:
+    """Refuse an HTTP/2 connection over ``max-connections-per-ip``: SETTINGS, GOAWAY ENHANCE_YOUR_CALM."""
+    frames = SettingsFrame(0).serialize() + GoAwayFrame(0, last_stream_id=0, error_code=0xB).serialize()
+    with trio.move_on_after(_TLS_CLOSE_TIMEOUT):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(frames)
 
 
 async def _serve_connection(
@@ -226,9 +255,17 @@ async def _serve_connection(
     context: ServerContext,
     client: tuple[str, int] | None,
     local: tuple[str, int] | None,
+    *,
+    refuse: bool = False,
 ) -> None:
-    """TLS handshake (if any), then HTTP/2 or HTTP/1.1 on the connection."""
+    """TLS handshake (if any), then HTTP/2 or HTTP/1.1 on the connection.
+
+    ``refuse``: the client is over ``max-connections-per-ip``: HTTP/1.1
+    requests get 429 and the connection closes, HTTP/2 gets GOAWAY
+    ENHANCE_YOUR_CALM.
+    """
     config = context.config
+    dispatch = _too_many_connections if refuse else context.dispatch
     if isinstance(stream, trio.SSLStream):
         # A client that connects and says nothing must not hold the slot:
         # the whole handshake is bounded like a request head (handshake_time).
@@ -243,9 +280,12 @@ async def _serve_connection(
             return
         try:
             if stream.selected_alpn_protocol() == "h2":
-                await serve_h2(stream, config, context.dispatch, scheme="https", client=client, server=local)
+                if refuse:
+                    await _calm_h2(stream)
+                else:
+                    await serve_h2(stream, config, dispatch, scheme="https", client=client, server=local)
             else:
-                await serve_h1(stream, ConnectionContext(config, context.dispatch, "https", client, local))
+                await serve_h1(stream, ConnectionContext(config, dispatch, "https", client, local))
         finally:
             # close_notify, so that the client can tell the end of a response
             # from a cut connection (bounded: the client may not be reading).
@@ -261,12 +301,13 @@ async def _serve_connection(
         if preface is None:
             return
         if preface.startswith(PREFACE):
-            await serve_h2(
-                stream, config, context.dispatch, scheme="http", client=client, server=local, initial=preface
-            )
+            if refuse:
+                await _calm_h2(stream)
+                return
+            await serve_h2(stream, config, dispatch, scheme="http", client=client, server=local, initial=preface)
             return
         initial = preface
-    await serve_h1(stream, ConnectionContext(config, context.dispatch, "http", client, local), initial=initial)
+    await serve_h1(stream, ConnectionContext(config, dispatch, "http", client, local), initial=initial)
 
 
 async def _accept_loop(

@@ -6,6 +6,15 @@ Every handler has one signature, :data:`Handler`: the exchange, the
 hub, and the way back here for local redirects and declined requests).  A
 request no route takes goes to the static files.
 
+Before any handler runs (so before any backend is contacted), the
+per-client limits are checked, in this order: the request rate of the
+client's address (429 with ``Retry-After``), the route's ``allow``/``deny``
+(403), the route's ``max-connections-per-ip`` (429 with ``Retry-After``,
+held for the handler's whole run: a tunnel counts while it is open), and
+for a WebSocket on a wstunnel route or an upgrade route ``max-tunnels``,
+server-wide and per route (503 with ``Retry-After``).  Each refusal is one
+INFO line with the address and the limit.
+
 This is the one module that knows every handler; handlers never import
 each other (a test checks it).
 """
@@ -16,16 +25,20 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
+import trio
+
 from wstrio._config import HandlerName
 from wstrio._errors import ClientGone
 from wstrio._io.handlers import proxy, static, wstunnel
 from wstrio._io.handlers.cgi import cgi, fastcgi, scgi
+from wstrio._io.handlers.cgi.redirect import RedirectedExchange
 from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._sansio.limits import allowed, client_key
 
 if TYPE_CHECKING:
     from wstrio._io.context import RouteMatch, ServerContext
 
-__all__ = ["HANDLERS", "Handler", "dispatch", "serve_unrouted"]
+__all__ = ["BUSY_RETRY_AFTER", "HANDLERS", "Handler", "dispatch", "serve_unrouted"]
 
 log = logging.getLogger("wstrio.connection")
 
@@ -47,14 +60,75 @@ HANDLERS: Mapping[HandlerName, Handler] = {
 """The handler of each ``handler =`` name (a test checks every name is here)."""
 
 
+BUSY_RETRY_AFTER = 5
+"""``Retry-After`` seconds for a refusal by a count (connections per address, tunnels): a slot frees when one ends."""
+
+
+async def _refuse(exchange: Exchange, status: int, why: str, retry_after: int | None = None) -> None:
+    request = exchange.request
+    peer = f"{request.client[0]}:{request.client[1]}" if request.client else "unix"
+    log.info("%s: %s %s refused (%d): %s", peer, request.method, request.path, status, why)
+    exchange.set_log_note(why)
+    headers = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
+    await send_simple(exchange, status, headers=headers)
+
+
 async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
     """Answer one request; never raises for a handler's own failure.
+
+    The per-client limits come first (see the module docstring).
 
     Raises:
         ClientGone: the client went away (the HTTP layer ends the connection).
     """
     request = exchange.request
+    host = request.client[0] if request.client else None
+    key = client_key(host)
+    if not isinstance(exchange, RedirectedExchange):  # a local redirect is not a new request
+        wait = ctx.request_rate.take(key, trio.current_time())
+        if wait is not None:
+            await _refuse(exchange, 429, f"over request-rate ({ctx.config.request_rate:g}/s)", wait)
+            return
     match = ctx.match(request)
+    if match is None:
+        await _run(exchange, None, ctx)
+        return
+    route = match.route
+    if not allowed(host, route.allow, route.deny):
+        await _refuse(exchange, 403, f"the client address is not allowed on route {match.index} (allow/deny)")
+        return
+    per_ip = ctx.route_per_ip.get(match.index)
+    if per_ip is not None and not per_ip.acquire(key):
+        why = f"over route {match.index}'s max-connections-per-ip ({route.max_connections_per_ip})"
+        await _refuse(exchange, 429, why, BUSY_RETRY_AFTER)
+        return
+    try:
+        tunnel = request.websocket and (route.handler == "wstunnel" or route.upgrade)
+        if not tunnel:
+            await _run(exchange, match, ctx)
+            return
+        if ctx.tunnels >= ctx.config.effective_max_tunnels:
+            why = f"max-tunnels ({ctx.config.effective_max_tunnels}) WebSockets are open"
+            await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
+            return
+        if route.max_tunnels and ctx.route_tunnels[match.index] >= route.max_tunnels:
+            why = f"route {match.index}'s max-tunnels ({route.max_tunnels}) WebSockets are open"
+            await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
+            return
+        ctx.tunnels += 1
+        ctx.route_tunnels[match.index] += 1
+        try:
+            await _run(exchange, match, ctx)
+        finally:
+            ctx.tunnels -= 1
+            ctx.route_tunnels[match.index] -= 1
+    finally:
+        if per_ip is not None:
+            per_ip.release(key)
+
+
+async def _run(exchange: Exchange, match: RouteMatch | None, ctx: ServerContext) -> None:
+    request = exchange.request
     try:
         if match is None:
             await static.handle(exchange, None, ctx)
