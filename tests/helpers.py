@@ -269,6 +269,8 @@ class RawClient:
         self.stream = stream
         self.buffer = bytearray()
         self.eof = False
+        self.timeout = RAW_TIMEOUT
+        """Seconds one read may wait (longer for tests whose server pauses on purpose)."""
 
     @classmethod
     async def tcp(cls, port: int, host: str = "127.0.0.1") -> RawClient:
@@ -296,7 +298,7 @@ class RawClient:
         """Read more into the buffer; False at EOF (a reset counts as EOF)."""
         if self.eof:
             return False
-        with trio.fail_after(RAW_TIMEOUT):
+        with trio.fail_after(self.timeout):
             try:
                 data = await self.stream.receive_some(65536)
             except trio.BrokenResourceError:

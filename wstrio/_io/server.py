@@ -81,6 +81,8 @@ class Server:
     def __init__(self, config: ServerConfig, listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> None:
         self.config = config
         self.listeners = tuple(listeners)
+        # Resolved now, so they can still be read after serve() returns.
+        self._addresses = tuple(a for a in map(_bound_address, self.listeners) if a is not None)
         self._active = 0
         self._total = 0
         # With a handler_nursery, connections outlive serve(); the services
@@ -95,7 +97,7 @@ class Server:
     @property
     def addresses(self) -> tuple[ListenAddress, ...]:
         """The bound addresses (port 0 resolved to the port the OS chose)."""
-        return tuple(a for a in map(_bound_address, self.listeners) if a is not None)
+        return self._addresses
 
     @property
     def port(self) -> int:

@@ -16,29 +16,52 @@ HTTP/2 streams, memory streams in tests.
 
 The caller must be the stream's only user while it uses the pipe, and must
 stop using it before the stream is closed.
+
+Progress: :attr:`Pipe.progress` is when a write last made progress (Trio
+time), so that the timers can tell a peer that reads slowly (a write that
+still makes progress, which is activity) from one that does not read at
+all.  :class:`FdPipe` updates it only when a write had to wait (the fast
+path costs nothing); :class:`StreamPipe` writes large data in pieces and
+updates it after each.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import struct
 from typing import final
 
 import trio
 
-__all__ = ["BROKEN", "CHECKPOINT_EVERY", "READ_SIZE", "FdPipe", "Pipe", "StreamPipe", "close_stream", "pipe_for"]
+__all__ = [
+    "BROKEN",
+    "CHECKPOINT_EVERY",
+    "READ_SIZE",
+    "FdPipe",
+    "Pipe",
+    "StreamPipe",
+    "close_stream",
+    "pipe_for",
+    "reset_on_close",
+]
 
 READ_SIZE = 65536
 """Bytes asked for per read, on every stream wstrio reads."""
 BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a stream raises when its peer is gone or it was closed under us."""
 CHECKPOINT_EVERY = 16
+STREAM_WRITE_PIECE = 16384
+"""Bytes per piece when :class:`StreamPipe` writes large data (so each piece can count as progress)."""
 
 
 class Pipe:
     """Receive and send bytes on one stream."""
 
     stream: trio.abc.Stream
+    progress: float = -math.inf
+    """When a write last made progress (see the module docstring); ``-inf``: none had to wait yet."""
 
     async def receive(self) -> bytes | bytearray:
         """Up to 64 KiB; ``b""`` at EOF.  Raises OSError/trio errors when broken."""
@@ -65,7 +88,14 @@ class StreamPipe(Pipe):
         return await self.stream.receive_some(READ_SIZE)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
+        if len(data) <= STREAM_WRITE_PIECE:
+            await self.stream.send_all(data)
+        else:
+            view = memoryview(data)
+            for start in range(0, len(view), STREAM_WRITE_PIECE):
+                await self.stream.send_all(view[start : start + STREAM_WRITE_PIECE])
+                self.progress = trio.current_time()
+        self.progress = trio.current_time()
 
 
 @final
@@ -120,12 +150,15 @@ class FdPipe(Pipe):
             return
         view = memoryview(data)
         self._unyielded = 0
+        if sent:
+            self.progress = trio.current_time()
         while sent < total:
             await trio.lowlevel.wait_writable(fd)
             try:
                 sent += os.write(fd, view[sent:])
             except BlockingIOError:
                 continue
+            self.progress = trio.current_time()
 
     async def send_eof(self) -> None:
         # A half-close never blocks: shut the write side down directly, with
@@ -157,3 +190,23 @@ async def close_stream(stream: trio.abc.Stream) -> None:
         stream.socket.close()
     else:
         await trio.aclose_forcefully(stream)
+
+
+def reset_on_close(stream: trio.abc.Stream) -> bool:
+    """Make the close of ``stream``'s TCP socket a reset (``SO_LINGER`` 0); False if it has none.
+
+    For when the other end must not mistake the end for a clean one: a
+    relay whose backend broke (the client would otherwise see EOF, as if
+    the stream had ended whole).  Works on a plain socket and on TLS over
+    one (the TLS stream cannot say goodbye then; that is the point).
+    """
+    inner: object = stream
+    if isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if not isinstance(inner, trio.SocketStream):
+        return False
+    try:
+        inner.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        return False
+    return True

@@ -18,11 +18,17 @@ Endings:
   that cannot be half-closed (TLS, for one) cannot be told about the EOF,
   so the relay ends there and the caller closes both streams.
 * **An error** on either side (a broken stream, a write stalled for
-  ``max_write_idle``) ends both directions at once.
+  ``max_write_idle``) ends both directions at once.  When the *backend's*
+  connection broke (a read or a write failed: a reset, say), the client's is reset too when it is a
+  TCP socket (``SO_LINGER`` 0, so its owner's close sends RST): a clean EOF
+  would tell the client the stream ended whole when data was lost.
 * **Idle**: when no byte moved in *either* direction for ``max_read_idle``
   seconds the relay ends.  lighttpd counts only the client's silence; a
   backend that streams to a quiet client would then be cut off, so wstrio
-  counts both (reference section 13, "make idle bidirectional").
+  counts both (reference section 13, "make idle bidirectional").  A write
+  that waits for a slow reader is not idleness (backpressure): while one is
+  in progress nothing is idle, and a write's progress is activity; only a
+  write that makes no progress at all for ``max_write_idle`` ends the relay.
 
 Per chunk the relay does one read, one write and two clock reads; nothing
 per message.  Between two plain sockets with no leftovers, the relay starts
@@ -51,7 +57,7 @@ from wstrio._io.first import FirstProblem
 from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.fastpath.relay import relay_handlers
-from wstrio._io.streams.pipes import BROKEN, FdPipe, Pipe, pipe_for
+from wstrio._io.streams.pipes import BROKEN, FdPipe, Pipe, pipe_for, reset_on_close
 
 __all__ = ["RelayOutcome", "relay"]
 
@@ -102,6 +108,10 @@ class _Relay:
         self.error: FirstProblem[str] = FirstProblem(trio.CancelScope())
         self.watchdog_scope = trio.CancelScope()
         self.pumps = 2
+        self.pipes: dict[Side, Pipe] = {}
+        """Each side's pipe (its write progress is activity); set by :func:`relay`."""
+        self.backend_broke = False
+        """The backend connection broke (a read or write failed): the client must not see a clean end."""
 
     @property
     def scope(self) -> trio.CancelScope:
@@ -117,20 +127,26 @@ class _Relay:
             await self._watch()
 
     async def _watch(self) -> None:
-        poll = min(self.write_idle, 5.0)
+        poll = min(self.write_idle, self.idle, 5.0)
         while True:
             now = trio.current_time()
-            if now >= self.last_activity + self.idle:
-                self.fail(f"no data in either direction for {self.idle:g} s")
-                return
-            deadline = self.last_activity + self.idle
-            for side, started in self.writing.items():
-                if started is None:
-                    continue
-                if now >= started + self.write_idle:
-                    self.fail(f"writing to the {side} stalled for {self.write_idle:g} s")
+            writing = [side for side, started in self.writing.items() if started is not None]
+            # Nothing is idle while a write waits for its reader (backpressure).
+            deadline = math.inf
+            if not writing:
+                last = max(self.last_activity, *(pipe.progress for pipe in self.pipes.values()))
+                if now >= last + self.idle:
+                    self.fail(f"no data in either direction for {self.idle:g} s")
                     return
-                deadline = min(deadline, started + self.write_idle)
+                deadline = last + self.idle
+            for side in writing:
+                started = self.writing[side]
+                assert started is not None
+                since = max(started, self.pipes[side].progress)
+                if now >= since + self.write_idle:
+                    self.fail(f"writing to the {side} made no progress for {self.write_idle:g} s")
+                    return
+                deadline = min(deadline, since + self.write_idle)
             await trio.sleep_until(min(deadline, now + poll))
 
     def outcome(self) -> RelayOutcome:
@@ -153,6 +169,8 @@ class _Relay:
             self.fail("internal error in the relay's fast path")
             return False
         if why in _DIRECTION:
+            if why in ("backend_read_failed", "backend_write_failed"):
+                self.backend_broke = True
             self.fail(f"{_DIRECTION[why]}: {handback.error!r}")
             return False
         return True
@@ -177,12 +195,22 @@ class _Relay:
             while True:
                 if pending:
                     self.writing[target] = trio.current_time()
-                    await dst.send_all(pending)
+                    try:
+                        await dst.send_all(pending)
+                    except BROKEN:
+                        if target == "backend":
+                            self.backend_broke = True
+                        raise
                     self.writing[target] = None
                     written += len(pending)
                 if eof:  # the source's EOF was already read (by the hub)
                     break
-                pending = await src.receive()
+                try:
+                    pending = await src.receive()
+                except BROKEN:
+                    if source == "backend":
+                        self.backend_broke = True
+                    raise
                 if not pending:
                     break
                 self.last_activity = trio.current_time()
@@ -191,6 +219,10 @@ class _Relay:
             return
         finally:
             self.written[target] += written
+        if self.backend_broke or self.error.problem is not None:
+            # The other direction failed first (a socket's error is reported
+            # once: to that write, and this read saw a plain EOF): not an end.
+            return
         if self.first_eof is None:
             self.first_eof = source
         if not isinstance(dst.stream, trio.abc.HalfCloseableStream):
@@ -243,6 +275,7 @@ async def relay(
     """
     state = _Relay(max_read_idle, max_write_idle)
     client_pipe, backend_pipe = pipe_for(client), pipe_for(backend)
+    state.pipes = {"client": client_pipe, "backend": backend_pipe}
     with state.scope:
         async with trio.open_nursery() as nursery:
             if state.idle < math.inf or state.write_idle < math.inf:
@@ -259,9 +292,13 @@ async def relay(
             ):
                 handback = await state.visit(hub, client_pipe, backend_pipe)
                 if not state.take_back(handback):
+                    if state.backend_broke:
+                        reset_on_close(client)
                     return state.outcome()
                 to_backend, to_client = handback.to_backend, handback.to_client
                 client_eof, backend_eof = handback.why == "client_eof", handback.why == "backend_eof"
             nursery.start_soon(state.pump, "client", client_pipe, "backend", backend_pipe, to_backend, client_eof)
             nursery.start_soon(state.pump, "backend", backend_pipe, "client", client_pipe, to_client, backend_eof)
+    if state.backend_broke:
+        reset_on_close(client)
     return state.outcome()

@@ -164,21 +164,38 @@ class _Tunnel:
         self.ending.report(Outcome(code, reason, by))
 
     def check_timers(self, now: float) -> float | None:
-        """End the tunnel if a timer expired (return None); else return the next deadline."""
+        """End the tunnel if a timer expired (return None); else return the next deadline.
+
+        Backpressure is not idleness: a peer counts as silent only while
+        wstrio is reading it.  While the client -> backend pump waits on a
+        write to the backend, the client is not read, so its silence is not
+        counted (and counts again from the write's last progress); the same
+        for the backend while a write to the client waits.  A write that
+        makes progress is activity: the write timers run from its last
+        progress, not its start.  A write to the backend that makes no
+        progress for the backend's ``write-timeout`` (else ``max-write-idle``)
+        ends the tunnel, as a stalled write to the client does.
+        """
         s = self.settings
-        read_idle = s.max_read_idle or math.inf
-        deadline = self.last_client_read + read_idle
+        deadline = math.inf
         what = "idle"
-        if s.backend_read_timeout:
-            d = self.last_backend_read + s.backend_read_timeout
+        backend_started = self.backend_write_started
+        client_started = self.sender.write_started
+        if backend_started is None and s.max_read_idle:
+            deadline = max(self.last_client_read, self.backend.progress) + s.max_read_idle
+        if s.backend_read_timeout and client_started is None:
+            d = max(self.last_backend_read, self.client.progress) + s.backend_read_timeout
             if d < deadline:
                 deadline, what = d, "backend read"
-        started = self.sender.write_started
-        if started is not None and s.max_write_idle and started + s.max_write_idle < deadline:
-            deadline, what = started + s.max_write_idle, "client write"
-        started = self.backend_write_started
-        if started is not None and s.backend_write_timeout and started + s.backend_write_timeout < deadline:
-            deadline, what = started + s.backend_write_timeout, "backend write"
+        if client_started is not None and s.max_write_idle:
+            d = max(client_started, self.client.progress) + s.max_write_idle
+            if d < deadline:
+                deadline, what = d, "client write"
+        backend_write_limit = s.backend_write_timeout or s.max_write_idle
+        if backend_started is not None and backend_write_limit:
+            d = max(backend_started, self.backend.progress) + backend_write_limit
+            if d < deadline:
+                deadline, what = d, "backend write"
         if now < deadline:
             return deadline
         if what == "idle":
