@@ -732,15 +732,20 @@ async def serve_recording_backend(nursery: trio.Nursery, record: Callable[[h11.R
     async def app(stream: trio.SocketStream) -> None:
         h = h11.Connection(h11.SERVER)
         try:
+            method = b"GET"
             while True:
                 event = h.next_event()
                 if event is h11.NEED_DATA:
                     h.receive_data(await stream.receive_some(65536))
                 elif isinstance(event, h11.Request):
+                    method = event.method
                     record(event)
                 elif isinstance(event, h11.EndOfMessage):
                     response = h11.Response(status_code=200, headers=[(b"content-length", b"2")])
-                    await stream.send_all(h.send(response) + h.send(h11.Data(data=b"ok")) + h.send(h11.EndOfMessage()))
+                    out = h.send(response)
+                    if method != b"HEAD":
+                        out += h.send(h11.Data(data=b"ok"))
+                    await stream.send_all(out + h.send(h11.EndOfMessage()))
                     h.start_next_cycle()
                 elif isinstance(event, h11.ConnectionClosed):
                     return

@@ -489,3 +489,20 @@ async def test_fastcgi_backend_is_not_contacted_for_a_body_over_the_limit(
     reply = await client.request(post_head("/f/x", f"Content-Length: {LIMIT}") + b"a" * LIMIT)
     assert reply.status == 502
     assert opened == [None]
+
+
+async def test_a_chunk_line_too_long_is_the_clients_fault(
+    nursery: trio.Nursery, raw: RawClients, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunk-size line past h11's buffer limit: a 4xx, logged at INFO, not a backend WARNING (found by fuzzing)."""
+    port = await serve_recording_backend(nursery, lambda request: None)
+    route = {"path": "/proxy/", "handler": "proxy", "backend": [{"host": "127.0.0.1", "port": port}]}
+    server = await start_server(nursery, {"server": {"listen": ["127.0.0.1:0"]}, "route": [route]})
+    client = await raw.tcp(server.port)
+    caplog.set_level(logging.INFO, "wstrio")
+    head = b"POST /proxy/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    await client.send(head + b"5" + b";x" * 100_000 + b"\r\nhello\r\n0\r\n\r\n")
+    response = await client.read_response()
+    assert 400 <= response.status < 500
+    loud = [r.getMessage() for r in caplog.records if r.name.startswith("wstrio") and r.levelno > logging.INFO]
+    assert not loud

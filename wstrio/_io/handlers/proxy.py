@@ -250,8 +250,11 @@ class _ProxyCall:
         request = self.exchange.request
         where = f"{request.method} {request.path} via {self.lease.address}"
         self.exchange.set_log_note(f"proxy to {self.lease.address}: {problem.message}")
-        # The client's own failures are routine; the backend's are the operator's business.
-        client_side = problem.client_gone or problem.status in (400, 408, 413)
+        # The client's own failures (4xx; 501 for a transfer coding nobody
+        # implements) are routine; the backend's (502-504) are the operator's business.
+        client_side = problem.client_gone or (
+            problem.status is not None and (400 <= problem.status < 500 or problem.status == 501)
+        )
         log.log(logging.INFO if client_side else logging.WARNING, "%s: %s", where, problem.message)
         if problem.client_gone:
             raise ClientGone(problem.message)

@@ -62,6 +62,10 @@ class Pipe:
     stream: trio.abc.Stream
     progress: float = -math.inf
     """When a write last made progress (see the module docstring); ``-inf``: none had to wait yet."""
+    unsent: bytes | None = None
+    """What a cancelled :meth:`send_all` left unwritten, when known (:class:`FdPipe`): the
+    stream is still whole and the caller may send it later.  ``None``: unknown (the stream
+    must be taken as broken).  The caller resets it to ``None`` once read."""
 
     async def receive(self) -> bytes | bytearray:
         """Up to 64 KiB; ``b""`` at EOF.  Raises OSError/trio errors when broken."""
@@ -141,24 +145,31 @@ class FdPipe(Pipe):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         fd = self.fd
         total = len(data)
+        sent = 0
         try:
-            sent = os.write(fd, data)
-        except BlockingIOError:
-            sent = 0
-        if sent == total:
-            await self._maybe_checkpoint()
-            return
-        view = memoryview(data)
-        self._unyielded = 0
-        if sent:
-            self.progress = trio.current_time()
-        while sent < total:
-            await trio.lowlevel.wait_writable(fd)
             try:
-                sent += os.write(fd, view[sent:])
+                sent = os.write(fd, data)
             except BlockingIOError:
-                continue
-            self.progress = trio.current_time()
+                pass
+            if sent == total:
+                await self._maybe_checkpoint()
+                return
+            view = memoryview(data)
+            self._unyielded = 0
+            if sent:
+                self.progress = trio.current_time()
+            while sent < total:
+                await trio.lowlevel.wait_writable(fd)
+                try:
+                    sent += os.write(fd, view[sent:])
+                except BlockingIOError:
+                    continue
+                self.progress = trio.current_time()
+        except trio.Cancelled:
+            # Cancelled between two writes: the socket is whole, and exactly
+            # this much is still to go (a partial WebSocket frame, say).
+            self.unsent = bytes(memoryview(data)[sent:])
+            raise
 
     async def send_eof(self) -> None:
         # A half-close never blocks: shut the write side down directly, with

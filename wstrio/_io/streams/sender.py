@@ -49,19 +49,28 @@ class ClientSender:
             await self.lock.acquire()
         if self._rest:
             data, self._rest = self._rest + data, b""
-        ok = False
+        ok = resumable = False
         try:
             self.write_started = trio.current_time()
             await self.pipe.send_all(data)
             ok = True
         except BROKEN:
             pass
+        except trio.Cancelled:
+            # Cancelled midway (the tunnel is ending): when the pipe knows
+            # what it did not write, the stream is whole and that goes out
+            # first with the next send (the CLOSE), so the frame is finished.
+            unsent, self.pipe.unsent = self.pipe.unsent, None
+            if unsent is not None:
+                self._rest, resumable = unsent, True
+                self.bytes_sent += len(data) - len(unsent)
+            raise
         finally:
             self.write_started = None
             self.lock.release()
-            # Cancelled or failed midway: a partial frame may be on the
-            # wire, so nothing else may follow it.
-            if not ok:
+            # Failed midway, or cancelled with nothing to resume: a partial
+            # frame may be on the wire, so nothing else may follow it.
+            if not ok and not resumable:
                 self.broken = True
         self.bytes_sent += len(data)
         return ok

@@ -92,6 +92,9 @@ from wstrio._io.streams.sender import ClientSender
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.websocket.codec import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
 
+LINGER_BYTES = 1 << 20
+"""What a tunnel reads and drops after a protocol error before it closes (see ``_Tunnel.close``)."""
+
 __all__ = ["READ_SIZE", "Outcome", "TunnelSettings", "run_tunnel"]
 
 log = logging.getLogger("wstrio.tunnel")
@@ -441,9 +444,15 @@ class _Tunnel:
             if not self.codec.close_sent:
                 if not await self.sender.send(self.codec.close(outcome.code, outcome.reason)):
                     return
-            if self.codec.closed_by_client or self.client_eof or outcome.by == "protocol":
+            if self.codec.closed_by_client or self.client_eof:
+                return
+            if outcome.by == "protocol":
                 # After a protocol error, RFC 6455 section 7.1.7: send CLOSE,
                 # then stop processing the client's data (even its CLOSE).
+                # It is still read and dropped, bounded (a lingering close):
+                # closing with it unread would make the kernel reset the
+                # connection, and the reset can destroy the CLOSE just sent.
+                await self._drain(LINGER_BYTES)
                 return
             # Read (and drop) until the client's CLOSE or EOF.
             while True:
@@ -456,6 +465,17 @@ class _Tunnel:
                 self.codec.receive_data(data)
                 if any(isinstance(e, Close) for e in self.codec.events()):
                     return
+
+    async def _drain(self, limit: int) -> None:
+        """Read and drop what the client sends, up to ``limit`` bytes or its EOF."""
+        while limit > 0:
+            try:
+                data = await self.client.receive()
+            except BROKEN:
+                return
+            if not data:
+                return
+            limit -= len(data)
 
 
 async def run_tunnel(

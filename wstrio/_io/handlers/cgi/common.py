@@ -559,7 +559,7 @@ async def serve_on_backend(exchange: Exchange, match: RouteMatch, ctx: ServerCon
     await serve_program(exchange, match, ctx, target, open_backend, extra_environ=dict(route.environment))
 
 
-_CLIENT_FAULTS = frozenset([400, 408, 413])
+_CLIENT_FAULTS = frozenset([400, 408, 413, 431, 501])
 """Statuses that mean the client's own fault: logged at INFO, not WARNING."""
 
 
