@@ -15,6 +15,7 @@ moves its bytes with the same socket fast path as for a network backend.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 from typing import TYPE_CHECKING, Protocol, final
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
     from wstrio._sansio.backends.address import BackendAddress
     from wstrio._sansio.http.request import Request
 
-__all__ = ["BackendConnector", "SocketConnector", "open_app_stream_pair", "run_app", "set_nodelay"]
+__all__ = [
+    "BacklogFull",
+    "BackendConnector",
+    "SocketConnector",
+    "open_app_stream_pair",
+    "open_unix_stream",
+    "run_app",
+    "set_nodelay",
+]
 
 log = logging.getLogger("wstrio.backend")
 
@@ -43,13 +52,55 @@ class BackendConnector(Protocol):
         ...
 
 
+UNIX_BACKLOG_RETRIES = (0.005, 0.02, 0.05)
+"""Seconds to wait before each new attempt when a unix socket's accept queue is full."""
+
+
+class BacklogFull(ConnectionRefusedError):
+    """A unix socket backend's accept queue is full (its ``connect()`` said EAGAIN)."""
+
+
+async def open_unix_stream(path: str) -> trio.SocketStream:
+    """Connect to the unix socket ``path``; a full accept queue is a failed connect.
+
+    A non-blocking ``connect()`` to a unix socket whose listen backlog is
+    full fails with EAGAIN.  :func:`trio.open_unix_socket` takes that for
+    "in progress" and returns a socket that is not connected, so a client
+    got a 101 with nothing behind it.  Here it is retried a few times
+    (:data:`UNIX_BACKLOG_RETRIES`), then raised as :class:`BacklogFull`, a
+    failed connect like any other (the next backend, or 503).
+
+    Raises:
+        OSError: the connection failed (no such socket, refused, backlog full).
+    """
+    await trio.lowlevel.checkpoint()
+    delays = iter(UNIX_BACKLOG_RETRIES)
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(path)  # a unix connect completes at once, or fails
+        except BlockingIOError:
+            sock.close()
+            delay = next(delays, None)
+            if delay is None:
+                msg = f"{path}: the backend's accept queue is full (listen backlog)"
+                raise BacklogFull(errno.EAGAIN, msg) from None
+            await trio.sleep(delay)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
 @final
 class SocketConnector:
     """The default connector: TCP and unix sockets."""
 
     async def connect(self, address: BackendAddress) -> trio.abc.Stream:
         if isinstance(address.address, str):
-            return await trio.open_unix_socket(address.address)
+            return await open_unix_stream(address.address)
         host, port = address.address
         # TCP_NODELAY is set by trio; lighttpd sets it for tunnels as well.
         return await trio.open_tcp_stream(host, port)

@@ -15,6 +15,7 @@ host's load until it is released; the streams are opened through the
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import socket
@@ -37,6 +38,51 @@ from wstrio._sansio.http.request import Request
 __all__ = ["BackendLease", "RouteBackends", "make_route_backends"]
 
 log = logging.getLogger("wstrio.backend")
+
+LOCAL_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Errors that are wstrio's own shortage (file descriptors, kernel memory), not the backend's fault."""
+
+
+def connect_errors(exc: BaseException) -> list[OSError]:
+    """The OS errors behind a failed connect (trio groups one per address it tried)."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        found = [e for e in cause.exceptions if isinstance(e, OSError)]
+        if found:
+            return found
+    return [exc] if isinstance(exc, OSError) else []
+
+
+def describe_connect_error(exc: OSError) -> str:
+    """``Connection refused``, not trio's "all attempts to connect ... failed"."""
+    reasons: list[str] = []
+    for error in connect_errors(exc):
+        reason = error.strerror or str(error)
+        if reason not in reasons:
+            reasons.append(reason)
+    return "; ".join(reasons) or str(exc)
+
+
+@final
+class _Shortage:
+    """Logs wstrio's own resource shortage once per episode (until a connect succeeds)."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def report(self, what: str) -> None:
+        if not self.active:
+            self.active = True
+            log.error(
+                "cannot open a backend connection: %s (wstrio's own limit, not the backend's: "
+                "raise LimitNOFILE or lower max-connections); answering 503 until it passes",
+                what,
+            )
+
+    def over(self) -> None:
+        if self.active:
+            self.active = False
+            log.warning("backend connections can be opened again")
 
 
 @final
@@ -70,6 +116,7 @@ class RouteBackends:
     def __init__(self, route: Route, connector: BackendConnector, *, spawn: bool = True) -> None:
         self.route = route
         self.connector = connector
+        self.shortage = _Shortage()
         self.pools: list[SpawnedPool | None] = []
         self._static_slots: list[list[Slot]] = []
         for backend in route.backends:
@@ -190,18 +237,28 @@ class RouteBackends:
             except (OSError, trio.TooSlowError) as exc:
                 self.balancer.release(index)
                 slot.load -= 1
+                shortage = [e for e in connect_errors(exc) if e.errno in LOCAL_SHORTAGE]
+                if shortage:
+                    # Out of file descriptors or kernel memory: every backend
+                    # would fail the same way, and none is at fault.  Never
+                    # mark one down; the client gets 503 at once.
+                    what = shortage[0].strerror or str(shortage[0])
+                    self.shortage.report(what)
+                    msg = f"no backend connection could be opened: {what} (wstrio's own limit)"
+                    raise BackendUnavailable(msg) from exc
                 self.balancer.mark_failed(index, trio.current_time())
-                timed_out = isinstance(exc, trio.TooSlowError)
-                if timed_out:
-                    last_error = f"{slot.address}: connect timed out after {backend.connect_timeout:g} s"
+                timed_out = not isinstance(exc, OSError)
+                if isinstance(exc, OSError):
+                    last_error = f"{slot.address}: {describe_connect_error(exc)}"
                 else:
-                    last_error = f"{slot.address}: {getattr(exc, 'strerror', None) or exc}"
+                    last_error = f"{slot.address}: connect timed out after {backend.connect_timeout:g} s"
                 log.warning("backend %s failed: %s; disabled for %g s", backend.name, last_error, backend.disable_time)
                 if not should_reconnect(reconnects, timed_out=timed_out):
                     break
                 reconnects += 1
                 continue
             self.balancer.mark_connected(index)
+            self.shortage.over()
             set_nodelay(stream)
             return BackendLease(stream, backend, slot.address, self, index, slot)
         msg = f"no backend of route {self.route.describe()} could be reached ({last_error})"
