@@ -424,13 +424,22 @@ class _Tunnel:
         while True:
             await trio.sleep(interval)
             self.pong = pong = trio.Event()
-            if not await self.sender.send(self.codec.ping(b"ping")):
-                self._client_gone()
-                return
+            # One deadline for writing the PING and getting the PONG: a PING
+            # that cannot be written (the client reads nothing, so a data
+            # write holds the socket) is a missed pong too, found within
+            # pong-timeout, not only by max-write-idle.
+            written = False
             with trio.move_on_after(pong_timeout):
+                if not await self.sender.send(self.codec.ping(b"ping")):
+                    self._client_gone()
+                    return
+                written = True
                 await pong.wait()
                 continue
-            self.finish(CloseReason.INTERNAL_ERROR, "no pong within pong-timeout", "ping")
+            why = "no pong within pong-timeout"
+            if not written:
+                why += " (the PING could not be written: the client is not reading)"
+            self.finish(CloseReason.INTERNAL_ERROR, why, "ping")
             return
 
     async def close(self, shutdown: bool) -> None:
