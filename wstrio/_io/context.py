@@ -38,6 +38,7 @@ from wstrio._io.backends.connect import BackendConnector
 from wstrio._io.backends.route import RouteBackends, make_route_backends
 from wstrio._io.handlers import dispatch as _dispatch
 from wstrio._io.http.exchange import Exchange
+from wstrio._io.reaper import Reaper
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.http.request import Request
@@ -105,6 +106,8 @@ class ServerContext:
         """WebSockets open now per route index (route ``max-tunnels``)."""
         self.timers = TimerService()
         self.hub = Hub()
+        self.reaper = Reaper()
+        """Finishes CGI scripts that outlive their answer, in the background."""
         self.dispatch: Callable[[Exchange], Awaitable[None]] = functools.partial(_dispatch.dispatch, ctx=self)
         """Answer one request (:func:`wstrio._io.handlers.dispatch.dispatch`).
 

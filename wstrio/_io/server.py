@@ -363,10 +363,11 @@ async def _run_connection(
 
 
 async def _start_services(nursery: trio.Nursery, context: ServerContext) -> None:
-    """Start what connections use: backend pools, the timers and the hub."""
+    """Start what connections use: backend pools, the timers, the reaper and the hub."""
     for route_backends in context.backends.values():
         await route_backends.start(nursery)
     nursery.start_soon(context.timers.run)
+    await nursery.start(context.reaper.run)
     await nursery.start(context.hub.run)  # the hub is ready before the first accept
 
 

@@ -30,7 +30,10 @@ response head, upgrade) is :func:`wstrio._io.handlers.cgi.common.serve_program`.
   more, and SIGKILL for whatever is left of the group.  When the script
   exits on its own, what it left in its group gets SIGTERM (then SIGKILL):
   a background job holding stdout would otherwise keep the response open.
-  So no process of a request outlives it.  (wstrio does not use
+  A script still running when the exchange is over is stopped this way in
+  the background (the server's :class:`~wstrio._io.reaper.Reaper`), so the
+  answer and the next request never wait for it; so no process of a
+  request outlives it by more than about ``2 * STOP_GRACE + 2`` s.  (wstrio does not use
   ``PR_SET_PDEATHSIG`` here: :func:`trio.lowlevel.open_process` forks from a
   worker thread, whose exit would fire it.  If wstrio is SIGKILLed, scripts
   see EOF on stdin and a broken pipe on stdout.)
@@ -57,6 +60,7 @@ from wstrio._io.handlers.cgi.common import ProgramChannel, refuse, serve_program
 from wstrio._io.handlers.cgi.locate import locate_script
 from wstrio._io.handlers.cgi.stderr import StderrLog
 from wstrio._io.http.exchange import Exchange
+from wstrio._io.reaper import Reaper
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 
 if TYPE_CHECKING:
@@ -120,22 +124,31 @@ class _Script:
     given a recycled pid.
     """
 
-    def __init__(self, process: trio.Process, name: str) -> None:
+    def __init__(self, process: trio.Process, name: str, reaper: Reaper | None = None) -> None:
         self.process = process
         self.name = name
+        self.reaper = reaper
         self.watch_fd = _pidfd(process.pid)
         self.stop_fd = _pidfd(process.pid)
         self.stderr_done = trio.Event()
+        self.background_started = False
+        self.background_done = trio.Event()
         self.stopped = False
+        self.handed_off = False
+        """Stopping continues in the reaper, which then also closes the pidfds and stderr."""
 
     async def close_input(self) -> None:
         assert self.process.stdin is not None
         await self.process.stdin.aclose()
 
     async def run_background(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._log_stderr)
-            nursery.start_soon(self._watch_exit)
+        self.background_started = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._log_stderr)
+                nursery.start_soon(self._watch_exit)
+        finally:
+            self.background_done.set()
 
     async def _log_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -181,32 +194,64 @@ class _Script:
     async def stop(self, aborted: bool) -> None:
         """End the script: EOF, a grace period unless ``aborted``, SIGTERM, SIGKILL.
 
+        A script that has exited is reaped here, at once.  One that is still
+        running (it answered but lingers, or ignores SIGTERM) is stopped in
+        the background by the server's reaper, so that neither the answer
+        (a 504, say) nor the client's next request waits for it; without a
+        reaper it is stopped here.
+
         Cancellation: shielded, bounded by about ``2 * STOP_GRACE + 2`` s.
         """
         if self.stopped:
             return
         self.stopped = True
         process = self.process
-        signalled = None
-        with trio.move_on_after(2 * STOP_GRACE + 2, shield=True):
+        with trio.CancelScope(shield=True):
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
                     await trio.aclose_forcefully(pipe)
-            if not aborted:
-                with trio.move_on_after(STOP_GRACE):
-                    await self._wait_exit(self.stop_fd)
-            if not self._exited():
-                signalled = "SIGTERM"
-                self._signal(signal.SIGTERM)
-                with trio.move_on_after(STOP_GRACE):
-                    await self._wait_exit(self.stop_fd)
-            if not self._exited():
-                signalled = "SIGKILL"
-            # The leader if it still runs, and anything left in its group.
-            self._signal(signal.SIGKILL)
-            await process.wait()
-            with trio.move_on_after(1.0):
-                await self.stderr_done.wait()
+        if not self._exited() and self.reaper is not None:
+            self.handed_off = self.reaper.start_soon(functools.partial(self._end_in_background, aborted))
+            if self.handed_off:
+                return
+        await self._end(aborted, shield=True)
+
+    async def _end_in_background(self, aborted: bool) -> None:
+        try:
+            await self._end(aborted, shield=False, background=True)
+        finally:
+            self.close_fds()
+            if self.process.stderr is not None:
+                await trio.aclose_forcefully(self.process.stderr)
+
+    async def _end(self, aborted: bool, *, shield: bool, background: bool = False) -> None:
+        process = self.process
+        signalled = None
+        try:
+            with trio.move_on_after(2 * STOP_GRACE + 2, shield=shield):
+                if not aborted:
+                    with trio.move_on_after(STOP_GRACE):
+                        await self._wait_exit(self.stop_fd)
+                if not self._exited():
+                    signalled = "SIGTERM"
+                    self._signal(signal.SIGTERM)
+                    with trio.move_on_after(STOP_GRACE):
+                        await self._wait_exit(self.stop_fd)
+                if not self._exited():
+                    signalled = "SIGKILL"
+        finally:
+            with trio.CancelScope(shield=True):
+                # The leader if it still runs, and anything left in its group
+                # (at once when the server shuts down and cancels the reaper).
+                self._signal(signal.SIGKILL)
+                if background and self.background_started:
+                    # The request's own tasks signal the group too: they must
+                    # be over before the pid (the group id) is given back.
+                    with trio.move_on_after(1.0):
+                        await self.background_done.wait()
+                await process.wait()
+                with trio.move_on_after(1.0):
+                    await self.stderr_done.wait()
         status = process.returncode
         if signalled is not None:
             log.info("%s: stopped with %s (exit status %s)", self.name, signalled, status)
@@ -230,6 +275,7 @@ async def open_script(
     label: str,
     read_timeout: float,
     write_timeout: float,
+    reaper: Reaper | None = None,
 ) -> AsyncIterator[ProgramChannel]:
     """Start a script with ``environ`` and present it as a program channel.
 
@@ -242,6 +288,8 @@ async def open_script(
         label: the script's name for logs (its pid is added).
         read_timeout: seconds the script may stay silent (0 = no limit).
         write_timeout: seconds a write to its stdin may stall (0 = no limit).
+        reaper: where a script that outlives its answer is stopped and
+            reaped in the background (``None``: here, before returning).
 
     Yields:
         the channel; the process is stopped (see :class:`_Script`) by the
@@ -254,7 +302,9 @@ async def open_script(
     Cancellation: on exit the process group is killed, shielded and
     bounded.
 
-    Resource handling: the pipes are closed and the process reaped on exit.
+    Resource handling: the pipes are closed and the process reaped on exit,
+    or, for a script still running then, by ``reaper`` within about
+    ``2 * STOP_GRACE + 2`` s.
 
     Error handling: only start-up failures raise; the process's exit status
     is logged to ``wstrio.backend``.
@@ -276,7 +326,7 @@ async def open_script(
         raise HttpError(msg, status) from exc
     assert process.stdin is not None
     assert process.stdout is not None
-    script = _Script(process, f"cgi {label} (pid {process.pid})")
+    script = _Script(process, f"cgi {label} (pid {process.pid})", reaper)
     try:
         yield ProgramChannel(
             trio.StapledStream(process.stdin, process.stdout),
@@ -289,11 +339,12 @@ async def open_script(
         )
     finally:
         await script.stop(True)
-        # The background tasks are over by now (serve_program cancels them
-        # after finish()), so nothing waits on the pidfds.
-        script.close_fds()
-        if process.stderr is not None:
-            await trio.aclose_forcefully(process.stderr)
+        if not script.handed_off:
+            # The background tasks are over by now (serve_program cancels
+            # them after finish()), so nothing waits on the pidfds.
+            script.close_fds()
+            if process.stderr is not None:
+                await trio.aclose_forcefully(process.stderr)
 
 
 async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
@@ -350,5 +401,6 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
         label=target.script_name,
         read_timeout=route.read_timeout,
         write_timeout=route.write_timeout,
+        reaper=ctx.reaper,
     )
     await serve_program(exchange, match, ctx, target, opener, extra_environ=_environment(route))
