@@ -289,6 +289,10 @@ class Route:
     """``max-request-body-size``: proxy, cgi, scgi, fastcgi: bytes of request body (413 above).
 
     ``None`` (the default): ``server.max-request-body-size``; 0: no limit."""
+    max_tunnel_lifetime: float | None = None
+    """``max-tunnel-lifetime``: seconds a WebSocket (or upgraded relay) on this route may stay open.
+
+    ``None`` (the default): ``server.max-tunnel-lifetime``; 0: no limit."""
 
     @property
     def effective_pong_timeout(self) -> float:
@@ -329,6 +333,12 @@ class ServerConfig:
     """``max-write-idle``: seconds a write to a client may stall (lighttpd ``server.max-write-idle``)."""
     max_keep_alive_idle: float = 5.0
     """``max-keep-alive-idle``: seconds an idle keep-alive connection is kept."""
+    max_tunnel_lifetime: float = 0.0
+    """``max-tunnel-lifetime``: seconds a WebSocket may stay open (0 = no limit; a route may set its own).
+
+    At the limit a tunnel gets CLOSE 1001 (an upgraded relay is closed), so
+    that long-lived connections are spread again over backends that were
+    added, or re-authenticate (a token's lifetime, say)."""
     max_request_head_time: float = 30.0
     """``max-request-head-time``: seconds from a request head's first byte to its end, and for a TLS handshake.
 
@@ -390,6 +400,12 @@ class ServerConfig:
         if self.request_burst is not None:
             return self.request_burst
         return max(1, math.ceil(self.request_rate))
+
+    def tunnel_lifetime(self, route: Route | None) -> float:
+        """The ``max-tunnel-lifetime`` that applies on ``route`` (0 = no limit)."""
+        if route is not None and route.max_tunnel_lifetime is not None:
+            return route.max_tunnel_lifetime
+        return self.max_tunnel_lifetime
 
     def request_body_limit(self, route: Route | None) -> int:
         """The ``max-request-body-size`` that applies on ``route`` (0 = no limit)."""
@@ -519,6 +535,8 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
                 problems.append((f"{path}.{key}[{i}]", problem))
     _count(problems, f"{path}.max-connections-per-ip", route.max_connections_per_ip, 0)
     _count(problems, f"{path}.max-tunnels", route.max_tunnels, 0)
+    if route.max_tunnel_lifetime is not None:
+        _seconds(problems, f"{path}.max-tunnel-lifetime", route.max_tunnel_lifetime)
     if route.max_request_body_size is not None:
         _count(problems, f"{path}.max-request-body-size", route.max_request_body_size, 0)
         if handler == "wstunnel":
@@ -584,6 +602,7 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
         ("max-write-idle", config.max_write_idle),
         ("max-keep-alive-idle", config.max_keep_alive_idle),
         ("max-request-head-time", config.max_request_head_time),
+        ("max-tunnel-lifetime", config.max_tunnel_lifetime),
         ("shutdown-timeout", config.shutdown_timeout),
     ):
         _seconds(problems, f"server.{key}", value)

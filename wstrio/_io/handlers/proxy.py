@@ -347,6 +347,7 @@ class _ProxyCall:
             bytes(leftover),
             max_read_idle=self.config.max_read_idle,
             max_write_idle=self.config.max_write_idle,
+            max_lifetime=self.config.tunnel_lifetime(self.route),
             hub=self.hub,
         )
         self.exchange.set_log_note(

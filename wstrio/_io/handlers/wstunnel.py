@@ -38,6 +38,7 @@ def tunnel_settings(config: ServerConfig, route: Route, backend_read: float, bac
         backend_read_timeout=backend_read,
         backend_write_timeout=backend_write,
         shutdown_timeout=config.shutdown_timeout,
+        max_lifetime=config.tunnel_lifetime(route),
     )
 
 

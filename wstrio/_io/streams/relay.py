@@ -97,9 +97,11 @@ _DIRECTION = {
 
 @final
 class _Relay:
-    def __init__(self, max_read_idle: float, max_write_idle: float) -> None:
+    def __init__(self, max_read_idle: float, max_write_idle: float, max_lifetime: float = 0.0) -> None:
         self.idle = max_read_idle or math.inf
         self.write_idle = max_write_idle or math.inf
+        self.lifetime = max_lifetime or math.inf
+        self.born = trio.current_time()
         self.last_activity = trio.current_time()
         self.written: dict[Side, int] = {"client": 0, "backend": 0}
         # When the write to each side started, while one is in progress.
@@ -130,6 +132,9 @@ class _Relay:
         poll = min(self.write_idle, self.idle, 5.0)
         while True:
             now = trio.current_time()
+            if now >= self.born + self.lifetime:
+                self.fail(f"max-tunnel-lifetime of {self.lifetime:g} s reached")
+                return
             writing = [side for side, started in self.writing.items() if started is not None]
             # Nothing is idle while a write waits for its reader (backpressure).
             deadline = math.inf
@@ -147,7 +152,7 @@ class _Relay:
                     self.fail(f"writing to the {side} made no progress for {self.write_idle:g} s")
                     return
                 deadline = min(deadline, since + self.write_idle)
-            await trio.sleep_until(min(deadline, now + poll))
+            await trio.sleep_until(min(deadline, self.born + self.lifetime, now + poll))
 
     def outcome(self) -> RelayOutcome:
         return RelayOutcome(
@@ -249,6 +254,7 @@ async def relay(
     *,
     max_read_idle: float,
     max_write_idle: float,
+    max_lifetime: float = 0.0,
     hub: Hub | None = None,
 ) -> RelayOutcome:
     """Copy bytes both ways between a client and a backend until both end.
@@ -264,6 +270,8 @@ async def relay(
             relay gives up (0 = no limit).
         max_write_idle: seconds a write to either side may stall (0 = no
             limit).
+        max_lifetime: seconds after which the relay ends whatever happens
+            (``max-tunnel-lifetime``; 0 = no limit).
         hub: the server's :class:`~wstrio._io.streams.fastpath.hub.Hub`: between two plain
             sockets the bytes are copied there until the first EOF, error or
             full socket, and then by the two pump tasks.
@@ -278,12 +286,12 @@ async def relay(
     Error handling: broken streams, stalled writes and idleness end the
     relay and are reported in :attr:`RelayOutcome.error`, never raised.
     """
-    state = _Relay(max_read_idle, max_write_idle)
+    state = _Relay(max_read_idle, max_write_idle, max_lifetime)
     client_pipe, backend_pipe = pipe_for(client), pipe_for(backend)
     state.pipes = {"client": client_pipe, "backend": backend_pipe}
     with state.scope:
         async with trio.open_nursery() as nursery:
-            if state.idle < math.inf or state.write_idle < math.inf:
+            if state.idle < math.inf or state.write_idle < math.inf or state.lifetime < math.inf:
                 nursery.start_soon(state.watchdog)
             to_backend, to_client = client_leftover, backend_leftover
             client_eof = backend_eof = False

@@ -113,6 +113,8 @@ class TunnelSettings:
     backend_write_timeout: float = 0.0
     close_timeout: float = 5.0
     shutdown_timeout: float = 30.0
+    max_lifetime: float = 0.0
+    """``max-tunnel-lifetime``: at this age the tunnel gets CLOSE 1001 (0 = none)."""
 
 
 @final
@@ -151,6 +153,7 @@ class _Tunnel:
         self.client_eof = False
         self.tasks_started = False
         now = trio.current_time()
+        self.born = now
         # Timestamps read by the watchdog (one timer per tunnel instead of a
         # cancel scope around every read and write).
         self.last_client_read = now
@@ -199,10 +202,14 @@ class _Tunnel:
             d = max(backend_started, self.backend.progress) + backend_write_limit
             if d < deadline:
                 deadline, what = d, "backend write"
+        if s.max_lifetime and self.born + s.max_lifetime < deadline:
+            deadline, what = self.born + s.max_lifetime, "lifetime"
         if now < deadline:
             return deadline
         if what == "idle":
             self.finish(CloseReason.GOING_AWAY, "idle timeout", "idle")
+        elif what == "lifetime":
+            self.finish(CloseReason.GOING_AWAY, f"max-tunnel-lifetime of {s.max_lifetime:g} s reached", "lifetime")
         elif what == "client write":
             self.sender.broken = True
             self.finish(None, "client stopped reading (max-write-idle)", "client")

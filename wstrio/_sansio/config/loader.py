@@ -184,6 +184,7 @@ class _Loader(Walker):
             "max-connections-per-ip": integer(0),
             "max-tunnels": integer(0),
             "max-request-body-size": integer(0),
+            "max-tunnel-lifetime": seconds,
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -266,6 +267,7 @@ class _Loader(Walker):
             max_connections_per_ip=got.get("max-connections-per-ip", 0),
             max_tunnels=got.get("max-tunnels", 0),
             max_request_body_size=got.get("max-request-body-size"),
+            max_tunnel_lifetime=got.get("max-tunnel-lifetime"),
         )
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
@@ -297,6 +299,7 @@ class _Loader(Walker):
                 "max-write-idle": seconds,
                 "max-keep-alive-idle": seconds,
                 "max-request-head-time": seconds,
+                "max-tunnel-lifetime": seconds,
                 "max-keep-alive-requests": integer(1),
                 "max-connections-per-ip": integer(0),
                 "max-tunnels": integer(1),
@@ -361,6 +364,7 @@ class _Loader(Walker):
             "max-write-idle": "max_write_idle",
             "max-keep-alive-idle": "max_keep_alive_idle",
             "max-request-head-time": "max_request_head_time",
+            "max-tunnel-lifetime": "max_tunnel_lifetime",
             "max-keep-alive-requests": "max_keep_alive_requests",
             "max-connections-per-ip": "max_connections_per_ip",
             "max-tunnels": "max_tunnels",
