@@ -170,6 +170,11 @@ class Backend:
     """``read-timeout``: seconds the backend may stay silent (0 = no limit)."""
     write_timeout: float = 0.0
     """``write-timeout``: seconds a write to the backend may block (0 = no limit)."""
+    max_connections: int = 0
+    """``max-connections``: connections to this backend at once (0 = no limit; nginx ``max_conns``).
+
+    When every backend of the route is at its limit, a request waits in the
+    route's queue (``queue-size``, ``queue-timeout``), then gets 503."""
     check_local: bool = True
     """``check-local``: SCGI/FastCGI only; the request must name an existing file under ``document-root``."""
     label: str | None = None
@@ -289,6 +294,10 @@ class Route:
     """``max-request-body-size``: proxy, cgi, scgi, fastcgi: bytes of request body (413 above).
 
     ``None`` (the default): ``server.max-request-body-size``; 0: no limit."""
+    queue_size: int = 100
+    """``queue-size``: requests that may wait for a backend when all are at ``max-connections`` (503 beyond)."""
+    queue_timeout: float = 10.0
+    """``queue-timeout``: seconds a request waits in that queue before it gets 503."""
     max_tunnel_lifetime: float | None = None
     """``max-tunnel-lifetime``: seconds a WebSocket (or upgraded relay) on this route may stay open.
 
@@ -471,6 +480,7 @@ def _check_backend(problems: list[tuple[str, str]], path: str, backend: Backend,
             (f"{path}.min-procs", f"must not exceed max-procs ({backend.max_procs}), not {backend.min_procs}")
         )
     _count(problems, f"{path}.max-load-per-proc", backend.max_load_per_proc, 1)
+    _count(problems, f"{path}.max-connections", backend.max_connections, 0)
     _count(problems, f"{path}.listen-backlog", backend.listen_backlog, 1)
     for key, value in (
         ("idle-timeout", backend.idle_timeout),
@@ -535,6 +545,8 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
                 problems.append((f"{path}.{key}[{i}]", problem))
     _count(problems, f"{path}.max-connections-per-ip", route.max_connections_per_ip, 0)
     _count(problems, f"{path}.max-tunnels", route.max_tunnels, 0)
+    _count(problems, f"{path}.queue-size", route.queue_size, 0)
+    _seconds(problems, f"{path}.queue-timeout", route.queue_timeout)
     if route.max_tunnel_lifetime is not None:
         _seconds(problems, f"{path}.max-tunnel-lifetime", route.max_tunnel_lifetime)
     if route.max_request_body_size is not None:

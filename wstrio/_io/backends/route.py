@@ -14,6 +14,7 @@ host's load until it is released; the streams are opened through the
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -104,7 +105,7 @@ class BackendLease:
         """Stop counting this connection in the host's load (idempotent)."""
         if not self._released:
             self._released = True
-            self._owner.balancer.release(self._host_index)
+            self._owner.release_host(self._host_index)
             self._slot.load = max(0, self._slot.load - 1)
             self._slot.last_used = trio.current_time()
 
@@ -117,6 +118,8 @@ class RouteBackends:
         self.route = route
         self.connector = connector
         self.shortage = _Shortage()
+        self._waiters: collections.deque[trio.Event] = collections.deque()
+        """Requests waiting for a backend below its ``max-connections``, first come first served."""
         self.pools: list[SpawnedPool | None] = []
         self._static_slots: list[list[Slot]] = []
         for backend in route.backends:
@@ -190,6 +193,51 @@ class RouteBackends:
                 # run_app closes it too; this covers an app task that never ran.
                 await close_stream(lease.app_stream)
 
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue now (every backend at ``max-connections``)."""
+        return len(self._waiters)
+
+    def release_host(self, index: int) -> None:
+        """A connection to host ``index`` is over (or never opened): one slot is free again."""
+        self.balancer.release(index)
+        if self._waiters:
+            self._waiters.popleft().set()
+
+    async def _wait_for_slot(self, deadline: float, *, again: bool) -> None:
+        """Wait in the route's queue until a backend connection ends (bounded).
+
+        Raises:
+            BackendUnavailable: the queue is full (``queue-size``), or nothing
+                was freed by ``deadline`` (``queue-timeout``).
+        """
+        route = self.route
+        if not again and len(self._waiters) >= route.queue_size:
+            msg = (
+                f"every backend of route {route.describe()} is at max-connections and"
+                f" {len(self._waiters)} requests already wait (queue-size = {route.queue_size})"
+            )
+            raise BackendUnavailable(msg)
+        event = trio.Event()
+        if again:  # woken, but a newcomer took the slot: keep our place
+            self._waiters.appendleft(event)
+        else:
+            self._waiters.append(event)
+        try:
+            with trio.move_on_at(deadline):
+                await event.wait()
+                return
+        finally:
+            if not event.is_set():
+                self._waiters.remove(event)
+        if event.is_set() and self._waiters:
+            self._waiters.popleft().set()  # freed just as we gave up: the next one's turn
+        msg = (
+            f"every backend of route {route.describe()} stayed at max-connections for"
+            f" {route.queue_timeout:g} s (queue-timeout)"
+        )
+        raise BackendUnavailable(msg)
+
     async def _connect(self, request: Request) -> BackendLease:
         client_ip = request.client[0] if request.client else ""
         last_error = "no backend is up"
@@ -197,6 +245,7 @@ class RouteBackends:
             if pool is not None:
                 await pool.ensure_started()
         reconnects = 0
+        queue_deadline: float | None = None
         while True:
             now = trio.current_time()
             for i, pool in enumerate(self.pools):
@@ -204,6 +253,12 @@ class RouteBackends:
                     self.balancer.set_active_procs(i, pool.running)
             index = self.balancer.pick(now, path=request.path, authority=request.host, client_ip=client_ip)
             if index is None:
+                if self.balancer.all_up_are_full(now):
+                    again = queue_deadline is not None
+                    if queue_deadline is None:
+                        queue_deadline = now + self.route.queue_timeout
+                    await self._wait_for_slot(queue_deadline, again=again)
+                    continue
                 break
             backend = self.route.backends[index]
             slots = self._slots(index)
@@ -220,7 +275,7 @@ class RouteBackends:
                 try:
                     ours, theirs = open_app_stream_pair()
                 except OSError as exc:
-                    self.balancer.release(index)
+                    self.release_host(index)
                     slot.load -= 1
                     msg = f"in-process backend {backend.name}: cannot open a socket pair: {exc.strerror or exc}"
                     raise BackendUnavailable(msg) from exc
@@ -235,7 +290,7 @@ class RouteBackends:
                     raise trio.TooSlowError
                 stream = connected
             except (OSError, trio.TooSlowError) as exc:
-                self.balancer.release(index)
+                self.release_host(index)
                 slot.load -= 1
                 shortage = [e for e in connect_errors(exc) if e.errno in LOCAL_SHORTAGE]
                 if shortage:

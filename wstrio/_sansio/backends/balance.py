@@ -192,6 +192,7 @@ class Balancer:
         algorithm: str,
         host_hashes: Sequence[int],
         disable_times: Sequence[float],
+        capacities: Sequence[int] = (),
     ) -> None:
         if algorithm not in ALGORITHMS:
             names = ", ".join(sorted(ALGORITHMS))
@@ -205,6 +206,8 @@ class Balancer:
         self._host_hashes = tuple(h & _MASK32 for h in host_hashes)
         self._disable_times = tuple(float(t) for t in disable_times)
         self._load = [0] * n
+        # max-connections per host (0: no limit); a full host is not picked.
+        self._capacity = list(capacities) or [0] * n
         self._disabled_until = [0.0] * n
         # A remote host is one process; a pool tells us how many of its
         # processes can take a request (lighttpd's host->active_procs).
@@ -232,7 +235,12 @@ class Balancer:
         for i, backend in enumerate(route.backends):
             resolved = addresses[i] if addresses is not None else None
             hashes.append(_backend_hash(backend, resolved))
-        return cls(route.balance, hashes, [b.disable_time for b in route.backends])
+        return cls(
+            route.balance,
+            hashes,
+            [b.disable_time for b in route.backends],
+            [b.max_connections for b in route.backends],
+        )
 
     # ------------------------------------------------------------------ queries
 
@@ -261,6 +269,16 @@ class Balancer:
         """
         return self._active_procs[i] > 0 and now >= self._disabled_until[i]
 
+    def is_full(self, i: int) -> bool:
+        """True if host ``i`` has ``max-connections`` requests already."""
+        capacity = self._capacity[i]
+        return capacity > 0 and self._load[i] >= capacity
+
+    def all_up_are_full(self, now: float) -> bool:
+        """True if some host is up and every host that is up is full: waiting for a slot makes sense."""
+        up = [i for i in range(len(self)) if self.is_available(i, now)]
+        return bool(up) and all(self.is_full(i) for i in up)
+
     def statistics(self, now: float) -> tuple[HostStatistics, ...]:
         """A snapshot of every host's counters, in config order."""
         return tuple(
@@ -288,7 +306,8 @@ class Balancer:
     ) -> int | None:
         """Choose a host for a request by the route's algorithm (spec §3.7).
 
-        Only hosts available at ``now`` and not in ``exclude`` are candidates.
+        Only hosts available at ``now``, not in ``exclude`` and not full
+        (``max-connections``) are candidates.
 
         * ``fair`` / ``least-connection``: lowest load, ties to the earliest.
         * ``round-robin``: the next candidate after the last host chosen,
@@ -312,7 +331,7 @@ class Balancer:
             The host index, or None when no host is available (answer 503).
             The host's load is *not* changed: call :meth:`acquire`.
         """
-        ok = [self.is_available(i, now) and i not in exclude for i in range(len(self))]
+        ok = [self.is_available(i, now) and i not in exclude and not self.is_full(i) for i in range(len(self))]
         n = len(ok)
         if n <= 1:
             # gw_host_get's single-host shortcut: no algorithm, no cursor.

@@ -79,6 +79,7 @@ class _Loader(Walker):
             "connect-timeout": seconds,
             "read-timeout": seconds,
             "write-timeout": seconds,
+            "max-connections": integer(0),
             "check-local": boolean,
             "label": string,
             "app": import_object,
@@ -151,6 +152,7 @@ class _Loader(Walker):
             connect_timeout=got.get("connect-timeout", 8.0),
             read_timeout=got.get("read-timeout", 0.0),
             write_timeout=got.get("write-timeout", 0.0),
+            max_connections=got.get("max-connections", 0),
             check_local=got.get("check-local", True),
             label=got.get("label"),
         )
@@ -185,6 +187,8 @@ class _Loader(Walker):
             "max-tunnels": integer(0),
             "max-request-body-size": integer(0),
             "max-tunnel-lifetime": seconds,
+            "queue-size": integer(0),
+            "queue-timeout": seconds,
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -268,6 +272,8 @@ class _Loader(Walker):
             max_tunnels=got.get("max-tunnels", 0),
             max_request_body_size=got.get("max-request-body-size"),
             max_tunnel_lifetime=got.get("max-tunnel-lifetime"),
+            queue_size=got.get("queue-size", 100),
+            queue_timeout=got.get("queue-timeout", 10.0),
         )
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
