@@ -207,11 +207,16 @@ async def test_a_file_that_is_not_a_socket_is_never_replaced(nursery: trio.Nurse
     assert precious.read_text() == "precious data\n"
 
 
-async def test_a_listening_socket_is_adopted_not_spawned(nursery: trio.Nursery, tmp_path: Path) -> None:
-    # As lighttpd: something already answers at <socket>-0, so it is used.
+async def test_a_listener_wstrio_did_not_start_is_never_adopted(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # lighttpd uses whatever answers at <socket>-0 and then never supervises
+    # it (an orphan of an earlier run, say): wstrio refuses to start, names
+    # who holds the socket, and leaves it alone.
     await serve_echo_unix(nursery, tmp_path / "b.sock-0")
-    server = await spawn_server(nursery, tmp_path / "never-started", tmp_path / "b.sock")
-    assert await ws_client(ws_lines, server.url("/ws/", scheme="ws"), ["adopted\n"]) == ["adopted\n"]
+    with pytest.raises(ExceptionGroup) as info:
+        await spawn_server(nursery, tmp_path / "never-started", tmp_path / "b.sock")
+    assert info.group_contains(wstrio.BackendExited, match=rf"already in use by pid {os.getpid()} \(")
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(tmp_path / "b.sock-0"))  # still there, still answering
 
 
 async def test_backend_dies_when_wstrio_is_killed(nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from wstrio._io.backends.connect import BackendConnector
 from wstrio._io.backends.route import RouteBackends, make_route_backends
 from wstrio._io.handlers import dispatch as _dispatch
 from wstrio._io.http.exchange import Exchange
+from wstrio._io.keeper import Keeper
 from wstrio._io.reaper import Reaper
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.timers import TimerService
@@ -108,6 +109,12 @@ class ServerContext:
         self.hub = Hub()
         self.reaper = Reaper()
         """Finishes CGI scripts that outlive their answer, in the background."""
+        self.keeper = Keeper()
+        """Kills the process groups this server started if it dies without stopping them."""
+        self.starts_programs = any(r.handler == "cgi" for r in config.routes) or (
+            spawn and any(b.spawned for r in config.routes for b in r.backends)
+        )
+        """Whether this server starts processes (CGI scripts, ``bin-path`` pools): then the keeper runs."""
         self.dispatch: Callable[[Exchange], Awaitable[None]] = functools.partial(_dispatch.dispatch, ctx=self)
         """Answer one request (:func:`wstrio._io.handlers.dispatch.dispatch`).
 

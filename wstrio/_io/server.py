@@ -363,9 +363,13 @@ async def _run_connection(
 
 
 async def _start_services(nursery: trio.Nursery, context: ServerContext) -> None:
-    """Start what connections use: backend pools, the timers, the reaper and the hub."""
+    """Start what connections use: the keeper, backend pools, the timers, the reaper and the hub."""
+    if context.starts_programs:
+        # First, so that it stops last: it waits for the pools and the
+        # reaper to stop their processes, then kills what is left.
+        await nursery.start(context.keeper.run)
     for route_backends in context.backends.values():
-        await route_backends.start(nursery)
+        await route_backends.start(nursery, context.keeper)
     nursery.start_soon(context.timers.run)
     await nursery.start(context.reaper.run)
     await nursery.start(context.hub.run)  # the hub is ready before the first accept

@@ -39,6 +39,7 @@ from wstrio._config import Backend, Route, ServerConfig
 from wstrio._io.backends.pool import SpawnedPool
 from wstrio._io.backends.process import make_preexec
 from wstrio._io.http.tls import listener_wants_tls
+from wstrio._io.keeper import Keeper
 from wstrio._io.server import open_listeners
 from wstrio._sansio.backends.pool import RestartBackoff
 
@@ -109,10 +110,13 @@ class Supervisor:
                 inherited.extend((lst.socket.fileno(), listener_wants_tls(config, address.tls)) for lst in opened)
             stopping = trio.Event()
             async with trio.open_nursery() as backend_nursery:
+                keeper = Keeper()
+                if any(b.spawned for r in config.routes for b in r.backends):
+                    await backend_nursery.start(keeper.run)
                 for route in config.routes:
                     for backend in route.backends:
                         if backend.spawned:
-                            await backend_nursery.start(SpawnedPool(backend).run)
+                            await backend_nursery.start(SpawnedPool(backend, keeper).run)
                 async with trio.open_nursery() as worker_nursery:
                     for number in range(config.workers):
                         worker_nursery.start_soon(self._run_worker, number, inherited, stopping)

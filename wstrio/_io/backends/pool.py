@@ -19,6 +19,7 @@ import trio
 from wstrio._config import Backend
 from wstrio._errors import BackendExited
 from wstrio._io.backends.process import SpawnedProcess, spawn_backend
+from wstrio._io.keeper import Keeper
 from wstrio._sansio.backends.address import BackendAddress, backend_address
 from wstrio._sansio.backends.pool import PoolPolicy, RestartBackoff
 
@@ -58,8 +59,10 @@ class SpawnedPool:
     (``kill-signal``, then SIGKILL).
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, keeper: Keeper | None = None) -> None:
         self.backend = backend
+        self.keeper = keeper
+        """Told of every process group started and stopped (see :mod:`wstrio._io.keeper`)."""
         self.policy = PoolPolicy.from_backend(backend)
         # Newest first, as lighttpd keeps its process list.
         self.slots: list[Slot] = []
@@ -127,7 +130,7 @@ class SpawnedPool:
             with trio.CancelScope() as slot.scope:
                 while True:
                     try:
-                        proc = spawn_backend(self.backend, slot.index)
+                        proc = spawn_backend(self.backend, slot.index, self.keeper)
                     except BackendExited:
                         if first:
                             raise
@@ -140,9 +143,6 @@ class SpawnedPool:
                         if first:
                             first = False
                             task_status.started()
-                        if proc is None:
-                            # Adopted an existing listener; nothing to supervise.
-                            await trio.sleep_forever()
                         status = await proc.wait()
                         slot.running = False
                         proc.cleanup_socket()

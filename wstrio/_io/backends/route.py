@@ -30,6 +30,7 @@ from wstrio._config import Backend, Route
 from wstrio._errors import BackendUnavailable
 from wstrio._io.backends.connect import BackendConnector, open_app_stream_pair, run_app, set_nodelay
 from wstrio._io.backends.pool import Slot, SpawnedPool
+from wstrio._io.keeper import Keeper
 from wstrio._io.streams.pipes import close_stream
 from wstrio._sansio.backends.address import BackendAddress, app_address, backend_address
 from wstrio._sansio.backends.balance import Balancer, should_reconnect
@@ -145,8 +146,11 @@ class RouteBackends:
         pool = self.pools[index]
         return pool.slots if pool is not None else self._static_slots[index]
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        """Resolve host names for ``hash``/``sticky``, and start the spawned pools in ``nursery``."""
+    async def start(self, nursery: trio.Nursery, keeper: Keeper | None = None) -> None:
+        """Resolve host names for ``hash``/``sticky``, and start the spawned pools in ``nursery``.
+
+        ``keeper`` is told of every process the pools start and stop.
+        """
         if self.route.balance in ("hash", "sticky"):
             # lighttpd hashes the address it resolved at startup, so keys
             # land where lighttpd would put them.  (Connections still resolve
@@ -154,6 +158,7 @@ class RouteBackends:
             self.balancer = Balancer.for_route(self.route, [await _resolve(b) for b in self.route.backends])
         for pool in self.pools:
             if pool is not None:
+                pool.keeper = keeper
                 await nursery.start(pool.run)
 
     def connect(self, request: Request) -> contextlib.AbstractAsyncContextManager[BackendLease]:

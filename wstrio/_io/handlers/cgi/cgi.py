@@ -35,8 +35,8 @@ response head, upgrade) is :func:`wstrio._io.handlers.cgi.common.serve_program`.
   answer and the next request never wait for it; so no process of a
   request outlives it by more than about ``2 * STOP_GRACE + 2`` s.  (wstrio does not use
   ``PR_SET_PDEATHSIG`` here: :func:`trio.lowlevel.open_process` forks from a
-  worker thread, whose exit would fire it.  If wstrio is SIGKILLed, scripts
-  see EOF on stdin and a broken pipe on stdout.)
+  worker thread, whose exit would fire it.  If wstrio is SIGKILLed, the
+  server's :class:`~wstrio._io.keeper.Keeper` kills every script's group.)
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from wstrio._io.handlers.cgi.common import ProgramChannel, refuse, serve_program
 from wstrio._io.handlers.cgi.locate import locate_script
 from wstrio._io.handlers.cgi.stderr import StderrLog
 from wstrio._io.http.exchange import Exchange
+from wstrio._io.keeper import Keeper
 from wstrio._io.reaper import Reaper
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 
@@ -124,10 +125,13 @@ class _Script:
     given a recycled pid.
     """
 
-    def __init__(self, process: trio.Process, name: str, reaper: Reaper | None = None) -> None:
+    def __init__(
+        self, process: trio.Process, name: str, reaper: Reaper | None = None, keeper: Keeper | None = None
+    ) -> None:
         self.process = process
         self.name = name
         self.reaper = reaper
+        self.keeper = keeper
         self.watch_fd = _pidfd(process.pid)
         self.stop_fd = _pidfd(process.pid)
         self.stderr_done = trio.Event()
@@ -244,6 +248,8 @@ class _Script:
                 # The leader if it still runs, and anything left in its group
                 # (at once when the server shuts down and cancels the reaper).
                 self._signal(signal.SIGKILL)
+                if self.keeper is not None:
+                    self.keeper.forget(process.pid)
                 if background and self.background_started:
                     # The request's own tasks signal the group too: they must
                     # be over before the pid (the group id) is given back.
@@ -276,6 +282,7 @@ async def open_script(
     read_timeout: float,
     write_timeout: float,
     reaper: Reaper | None = None,
+    keeper: Keeper | None = None,
 ) -> AsyncIterator[ProgramChannel]:
     """Start a script with ``environ`` and present it as a program channel.
 
@@ -290,6 +297,8 @@ async def open_script(
         write_timeout: seconds a write to its stdin may stall (0 = no limit).
         reaper: where a script that outlives its answer is stopped and
             reaped in the background (``None``: here, before returning).
+        keeper: told of the script's process group while it may run, so
+            that it is killed even if wstrio is SIGKILLed.
 
     Yields:
         the channel; the process is stopped (see :class:`_Script`) by the
@@ -326,7 +335,9 @@ async def open_script(
         raise HttpError(msg, status) from exc
     assert process.stdin is not None
     assert process.stdout is not None
-    script = _Script(process, f"cgi {label} (pid {process.pid})", reaper)
+    if keeper is not None:
+        keeper.watch(process.pid)
+    script = _Script(process, f"cgi {label} (pid {process.pid})", reaper, keeper)
     try:
         yield ProgramChannel(
             trio.StapledStream(process.stdin, process.stdout),
@@ -402,5 +413,6 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
         read_timeout=route.read_timeout,
         write_timeout=route.write_timeout,
         reaper=ctx.reaper,
+        keeper=ctx.keeper,
     )
     await serve_program(exchange, match, ctx, target, opener, extra_environ=_environment(route))
