@@ -63,6 +63,8 @@ ProxyTarget = Literal["normalized", "reject", "raw"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_MAX_REQUEST_BODY_SIZE = 1 << 30
 """``max-request-body-size`` when not set: 1 GiB, as Apache's ``LimitRequestBody``."""
+DEFAULT_MAX_BUFFER_MEMORY = 64 << 20
+"""``max-buffer-memory`` when not set: 64 MiB (1,000 stalled tunnels' worth of 64 KiB reads)."""
 PROXY_TARGETS: tuple[str, ...] = get_args(ProxyTarget)
 """The ``proxy-target`` values a proxy route accepts."""
 
@@ -342,6 +344,12 @@ class ServerConfig:
     """``max-write-idle``: seconds a write to a client may stall (lighttpd ``server.max-write-idle``)."""
     max_keep_alive_idle: float = 5.0
     """``max-keep-alive-idle``: seconds an idle keep-alive connection is kept."""
+    max_buffer_memory: int = DEFAULT_MAX_BUFFER_MEMORY
+    """``max-buffer-memory``: bytes backpressured tunnels and relays may hold together (0 = no limit).
+
+    Each direction of a tunnel holds at most one read (64 KiB) while its
+    write waits; at this total every read asks for 4 KiB until it drains
+    (:mod:`wstrio._io.streams.budget`)."""
     max_tunnel_lifetime: float = 0.0
     """``max-tunnel-lifetime``: seconds a WebSocket may stay open (0 = no limit; a route may set its own).
 
@@ -605,6 +613,7 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     _count(problems, "server.max-request-field-size", config.max_request_field_size, 256, 1 << 20)
     _count(problems, "server.max-request-headers", config.max_request_headers, 1, 10000)
     _count(problems, "server.workers", config.workers, 1, 256)
+    _count(problems, "server.max-buffer-memory", config.max_buffer_memory, 0)
     _count(problems, "server.h2-max-concurrent-streams", config.h2_max_concurrent_streams, 1, 1 << 20)
     _count(problems, "server.h2-initial-window-size", config.h2_initial_window_size, 1024, (1 << 31) - 1)
     if (deny_problem := static_deny_problem(config.static_deny)) is not None:

@@ -40,6 +40,7 @@ from wstrio._io.handlers import dispatch as _dispatch
 from wstrio._io.http.exchange import Exchange
 from wstrio._io.keeper import Keeper
 from wstrio._io.reaper import Reaper
+from wstrio._io.streams.budget import BufferBudget
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.http.request import Request
@@ -109,6 +110,8 @@ class ServerContext:
         self.hub = Hub()
         self.reaper = Reaper()
         """Finishes CGI scripts that outlive their answer, in the background."""
+        self.budget = BufferBudget(config.max_buffer_memory)
+        """What backpressured tunnels and relays hold, server-wide (``max-buffer-memory``)."""
         self.keeper = Keeper()
         """Kills the process groups this server started if it dies without stopping them."""
         self.starts_programs = any(r.handler == "cgi" for r in config.routes) or (

@@ -33,6 +33,7 @@ from wstrio._io.http.exchange import ConnectionContext, Exchange, send_simple
 from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
+from wstrio._io.streams.budget import BufferBudget
 from wstrio._io.streams.pipes import close_stream
 from wstrio._sansio.limits import client_key
 from wstrio._sansio.resources import AcceptBackoff
@@ -57,6 +58,11 @@ class ServerStatistics:
     """Client connections open now."""
     connections_total: int
     """Client connections accepted since start."""
+    buffered_bytes: int = 0
+    """Bytes that backpressured tunnels and relays hold now: read from one side, waiting for the
+    other to take them (what ``max-buffer-memory`` limits)."""
+    buffered_peak: int = 0
+    """The highest :attr:`buffered_bytes` since memory was last given back to the kernel."""
 
 
 def _bound_address(listener: trio.abc.Listener[trio.abc.Stream]) -> ListenAddress | None:
@@ -85,6 +91,7 @@ class Server:
         self._addresses = tuple(a for a in map(_bound_address, self.listeners) if a is not None)
         self._active = 0
         self._total = 0
+        self._budget: BufferBudget | None = None  # the context's, set by _serve
         # With a handler_nursery, connections outlive serve(); the services
         # they use (hub, timers, backends) stop once serving has stopped and
         # the last connection ended.
@@ -125,7 +132,13 @@ class Server:
 
     def statistics(self) -> ServerStatistics:
         """Counters of this server."""
-        return ServerStatistics(connections_active=self._active, connections_total=self._total)
+        budget = self._budget
+        return ServerStatistics(
+            connections_active=self._active,
+            connections_total=self._total,
+            buffered_bytes=budget.held if budget is not None else 0,
+            buffered_peak=budget.peak if budget is not None else 0,
+        )
 
     def reload_certificates(self) -> int:
         """Read the TLS certificate and key files again (what SIGHUP does).
@@ -371,6 +384,7 @@ async def _start_services(nursery: trio.Nursery, context: ServerContext) -> None
     for route_backends in context.backends.values():
         await route_backends.start(nursery, context.keeper)
     nursery.start_soon(context.timers.run)
+    await nursery.start(context.budget.run)
     await nursery.start(context.reaper.run)
     await nursery.start(context.hub.run)  # the hub is ready before the first accept
 
@@ -439,6 +453,7 @@ async def _serve(
     (the supervisor owns both)."""
     context = ServerContext(config, connector or SocketConnector(), spawn=not worker)
     server = Server(config, listeners)
+    server._budget = context.budget
     limiter = trio.Semaphore(config.max_connections)
     unix_paths = [] if worker else [a.path for a in server.addresses if a.kind == "unix" and a.path is not None]
     try:

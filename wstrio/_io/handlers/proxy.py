@@ -75,6 +75,7 @@ from wstrio._errors import (
 from wstrio._io.backends.route import BackendLease
 from wstrio._io.first import FirstProblem
 from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._io.streams.budget import UNLIMITED, BufferBudget
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 from wstrio._io.streams.relay import relay
@@ -189,10 +190,12 @@ class _ProxyCall:
         lease: BackendLease,
         limit: BodyLimit,
         hub: Hub | None = None,
+        budget: BufferBudget = UNLIMITED,
     ) -> None:
         self.exchange = exchange
         self.limit = limit
         self.hub = hub
+        self.budget = budget
         self.plan = plan
         self.target = target
         self.route = route
@@ -349,6 +352,7 @@ class _ProxyCall:
             max_write_idle=self.config.max_write_idle,
             max_lifetime=self.config.tunnel_lifetime(self.route),
             hub=self.hub,
+            budget=self.budget,
         )
         self.exchange.set_log_note(
             f"upgrade via {self.lease.address}: {outcome.describe()} after {trio.current_time() - started:.1f}s"
@@ -403,7 +407,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
         plan = attrs.evolve(plan, body="chunked" if first_chunk else "none")
     try:
         async with match.backends.connect(request) as lease:
-            await _ProxyCall(exchange, plan, target, route, config, lease, limit, ctx.hub).run(first_chunk)
+            await _ProxyCall(exchange, plan, target, route, config, lease, limit, ctx.hub, ctx.budget).run(first_chunk)
     except BackendUnavailable as exc:
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))

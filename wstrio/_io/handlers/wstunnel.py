@@ -70,7 +70,9 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
             try:
-                outcome = await run_tunnel(upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub)
+                outcome = await run_tunnel(
+                    upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub, ctx.budget
+                )
             except BaseException:
                 # Cancelled (in an exception group) by the server's shutdown:
                 # the client got CLOSE 1001 (run_tunnel); say so in the access log.

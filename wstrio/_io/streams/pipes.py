@@ -35,6 +35,8 @@ from typing import final
 
 import trio
 
+from wstrio._io.streams.budget import READ_SIZE, UNLIMITED, BufferBudget
+
 __all__ = [
     "BROKEN",
     "CHECKPOINT_EVERY",
@@ -47,8 +49,8 @@ __all__ = [
     "reset_on_close",
 ]
 
-READ_SIZE = 65536
-"""Bytes asked for per read, on every stream wstrio reads."""
+# READ_SIZE (65536): bytes asked for per read, on every stream wstrio reads,
+# unless the server is at its buffer budget (wstrio._io.streams.budget).
 BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a stream raises when its peer is gone or it was closed under us."""
 CHECKPOINT_EVERY = 16
@@ -60,6 +62,8 @@ class Pipe:
     """Receive and send bytes on one stream."""
 
     stream: trio.abc.Stream
+    budget: BufferBudget = UNLIMITED
+    """Where the bytes of a write that has to wait are counted, and what reads ask for."""
     progress: float = -math.inf
     """When a write last made progress (see the module docstring); ``-inf``: none had to wait yet."""
     unsent: bytes | None = None
@@ -85,20 +89,28 @@ class Pipe:
 class StreamPipe(Pipe):
     """The generic path: the stream's own ``receive_some``/``send_all``."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, budget: BufferBudget = UNLIMITED) -> None:
         self.stream = stream
+        self.budget = budget
 
     async def receive(self) -> bytes | bytearray:
-        return await self.stream.receive_some(READ_SIZE)
+        return await self.stream.receive_some(self.budget.read_size)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if len(data) <= STREAM_WRITE_PIECE:
             await self.stream.send_all(data)
         else:
-            view = memoryview(data)
-            for start in range(0, len(view), STREAM_WRITE_PIECE):
-                await self.stream.send_all(view[start : start + STREAM_WRITE_PIECE])
-                self.progress = trio.current_time()
+            # No telling whether a Stream write waits: count large ones as held.
+            budget = self.budget
+            total = len(data)
+            budget.hold(total)
+            try:
+                view = memoryview(data)
+                for start in range(0, len(view), STREAM_WRITE_PIECE):
+                    await self.stream.send_all(view[start : start + STREAM_WRITE_PIECE])
+                    self.progress = trio.current_time()
+            finally:
+                budget.release(total)
         self.progress = trio.current_time()
 
 
@@ -106,8 +118,9 @@ class StreamPipe(Pipe):
 class FdPipe(Pipe):
     """The fast path for a plain socket (see the module docstring)."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, budget: BufferBudget = UNLIMITED) -> None:
         self.stream = self._socket_stream = stream
+        self.budget = budget
         self.fd = stream.socket.fileno()
         self._unyielded = 0
         # Whether the last read found data waiting.  Request/response traffic
@@ -125,7 +138,7 @@ class FdPipe(Pipe):
         fd = self.fd
         if self._data_was_waiting:
             try:
-                data = os.read(fd, READ_SIZE)
+                data = os.read(fd, self.budget.read_size)
             except BlockingIOError:
                 self._data_was_waiting = False
             else:
@@ -134,12 +147,13 @@ class FdPipe(Pipe):
         self._unyielded = 0
         while True:
             await trio.lowlevel.wait_readable(fd)
+            size = self.budget.read_size
             try:
-                data = os.read(fd, READ_SIZE)
+                data = os.read(fd, size)
             except BlockingIOError:
                 continue
             # A full read means more is probably waiting.
-            self._data_was_waiting = len(data) == READ_SIZE
+            self._data_was_waiting = len(data) == size
             return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -158,13 +172,19 @@ class FdPipe(Pipe):
             self._unyielded = 0
             if sent:
                 self.progress = trio.current_time()
-            while sent < total:
-                await trio.lowlevel.wait_writable(fd)
-                try:
-                    sent += os.write(fd, view[sent:])
-                except BlockingIOError:
-                    continue
-                self.progress = trio.current_time()
+            # The peer does not take it yet: these bytes are held until it does.
+            budget = self.budget
+            budget.hold(total)
+            try:
+                while sent < total:
+                    await trio.lowlevel.wait_writable(fd)
+                    try:
+                        sent += os.write(fd, view[sent:])
+                    except BlockingIOError:
+                        continue
+                    self.progress = trio.current_time()
+            finally:
+                budget.release(total)
         except trio.Cancelled:
             # Cancelled between two writes: the socket is whole, and exactly
             # this much is still to go (a partial WebSocket frame, say).
@@ -182,11 +202,11 @@ class FdPipe(Pipe):
         await self._maybe_checkpoint()
 
 
-def pipe_for(stream: trio.abc.Stream) -> Pipe:
-    """The fastest :class:`Pipe` that is correct for ``stream``."""
+def pipe_for(stream: trio.abc.Stream, budget: BufferBudget = UNLIMITED) -> Pipe:
+    """The fastest :class:`Pipe` that is correct for ``stream``, counting against ``budget``."""
     if type(stream) is trio.SocketStream:
-        return FdPipe(stream)
-    return StreamPipe(stream)
+        return FdPipe(stream, budget)
+    return StreamPipe(stream, budget)
 
 
 async def close_stream(stream: trio.abc.Stream) -> None:

@@ -54,6 +54,7 @@ import attrs
 import trio
 
 from wstrio._io.first import FirstProblem
+from wstrio._io.streams.budget import UNLIMITED, BufferBudget
 from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.fastpath.relay import relay_handlers
@@ -97,7 +98,10 @@ _DIRECTION = {
 
 @final
 class _Relay:
-    def __init__(self, max_read_idle: float, max_write_idle: float, max_lifetime: float = 0.0) -> None:
+    def __init__(
+        self, max_read_idle: float, max_write_idle: float, max_lifetime: float = 0.0, budget: BufferBudget = UNLIMITED
+    ) -> None:
+        self.budget = budget
         self.idle = max_read_idle or math.inf
         self.write_idle = max_write_idle or math.inf
         self.lifetime = max_lifetime or math.inf
@@ -256,6 +260,7 @@ async def relay(
     max_write_idle: float,
     max_lifetime: float = 0.0,
     hub: Hub | None = None,
+    budget: BufferBudget = UNLIMITED,
 ) -> RelayOutcome:
     """Copy bytes both ways between a client and a backend until both end.
 
@@ -272,6 +277,7 @@ async def relay(
             limit).
         max_lifetime: seconds after which the relay ends whatever happens
             (``max-tunnel-lifetime``; 0 = no limit).
+        budget: the server's :class:`~wstrio._io.streams.budget.BufferBudget`.
         hub: the server's :class:`~wstrio._io.streams.fastpath.hub.Hub`: between two plain
             sockets the bytes are copied there until the first EOF, error or
             full socket, and then by the two pump tasks.
@@ -286,8 +292,8 @@ async def relay(
     Error handling: broken streams, stalled writes and idleness end the
     relay and are reported in :attr:`RelayOutcome.error`, never raised.
     """
-    state = _Relay(max_read_idle, max_write_idle, max_lifetime)
-    client_pipe, backend_pipe = pipe_for(client), pipe_for(backend)
+    state = _Relay(max_read_idle, max_write_idle, max_lifetime, budget)
+    client_pipe, backend_pipe = pipe_for(client, budget), pipe_for(backend, budget)
     state.pipes = {"client": client_pipe, "backend": backend_pipe}
     with state.scope:
         async with trio.open_nursery() as nursery:

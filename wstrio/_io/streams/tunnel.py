@@ -84,6 +84,7 @@ from wsproto.frame_protocol import CloseReason
 
 from wstrio._io.first import FirstProblem
 from wstrio._io.grace import grace_scope
+from wstrio._io.streams.budget import UNLIMITED, BufferBudget
 from wstrio._io.streams.fastpath.handback import HandBack
 from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.fastpath.tunnel import tunnel_handlers
@@ -141,9 +142,11 @@ class _Tunnel:
         backend: trio.abc.Stream,
         codec: WebSocketCodec,
         settings: TunnelSettings,
+        budget: BufferBudget = UNLIMITED,
     ) -> None:
-        self.client = pipe_for(client)
-        self.backend = pipe_for(backend)
+        self.budget = budget
+        self.client = pipe_for(client, budget)
+        self.backend = pipe_for(backend, budget)
         self.codec = codec
         self.settings = settings
         self.sender = ClientSender(self.client)
@@ -378,6 +381,9 @@ class _Tunnel:
             if not data:
                 await self._client_ended()
             codec.receive_data(data)
+            # One buffer per direction: what the codec made of the read is
+            # all a write that waits holds, not the read as well.
+            data = b""
             if not await self._handle(codec.events()):
                 return
 
@@ -421,7 +427,9 @@ class _Tunnel:
                 data = framer.feed(data)
                 if not data:
                     continue
-            if not await send(codec.data(data)):
+            # The frame replaces the read (one buffer held while it waits).
+            data = codec.data(data)
+            if not await send(data):
                 self._client_gone()
                 return
 
@@ -501,6 +509,7 @@ async def run_tunnel(
     settings: TunnelSettings,
     timers: TimerService | None = None,
     hub: Hub | None = None,
+    budget: BufferBudget = UNLIMITED,
 ) -> Outcome:
     """Relay between a WebSocket client and a backend until either side ends.
 
@@ -516,6 +525,8 @@ async def run_tunnel(
         hub: the server's :class:`~wstrio._io.streams.fastpath.hub.Hub`; plain-socket tunnels
             without pings start there and come back to their tasks at the
             first event that is not plain data.
+        budget: the server's :class:`~wstrio._io.streams.budget.BufferBudget`
+            (what waiting writes hold, and the read size).
 
     Returns:
         how the tunnel ended.  Neither stream is closed: the caller owns them.
@@ -524,7 +535,7 @@ async def run_tunnel(
     gets CLOSE 1001, bounded by ``settings.shutdown_timeout``, and then
     :class:`trio.Cancelled` propagates.
     """
-    tunnel = _Tunnel(client, backend, codec, settings)
+    tunnel = _Tunnel(client, backend, codec, settings, budget)
     shutdown = True
     try:
         async with trio.open_nursery() as nursery:

@@ -89,6 +89,7 @@ from wstrio._io.first import FirstProblem
 from wstrio._io.handlers.cgi.locate import ScriptTarget, backend_target
 from wstrio._io.handlers.cgi.redirect import redirected_exchange
 from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._io.streams.budget import UNLIMITED, BufferBudget
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 from wstrio._io.streams.relay import relay
 from wstrio._sansio.cgi.environ import build_cgi_environ
@@ -236,7 +237,9 @@ class _ProgramCall:
         config: ServerConfig,
         websocket_key: bytes | None,
         hub: Hub | None = None,
+        budget: BufferBudget = UNLIMITED,
     ) -> None:
+        self.budget = budget
         self.exchange = exchange
         self.plan = plan
         self.body = body
@@ -405,6 +408,7 @@ class _ProgramCall:
             max_write_idle=self.config.max_write_idle,
             max_lifetime=self.config.tunnel_lifetime(self.route),
             hub=self.hub,
+            budget=self.budget,
         )
         self.exchange.set_log_note(
             f"{self.route.handler} upgrade via {channel.name}: {outcome.describe()}"
@@ -470,7 +474,7 @@ async def serve_program(
         extra=extra_environ,
         allow_upgrade=plan.mode != "http",
     )
-    call = _ProgramCall(exchange, plan, body, route, config, key, hub=ctx.hub)
+    call = _ProgramCall(exchange, plan, body, route, config, key, hub=ctx.hub, budget=ctx.budget)
     try:
         async with open_channel(environ) as channel:
             await call.run(channel)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from wstrio._io.streams.fastpath.handback import HandBack
-from wstrio._io.streams.pipes import READ_SIZE
 
 if TYPE_CHECKING:
     from wstrio._io.streams.fastpath.hub import Handler
@@ -30,12 +29,13 @@ _BACKEND_EOF = HandBack("backend_eof")
 def relay_handlers(relay: _Relay, client_fd: int, backend_fd: int) -> tuple[Handler, Handler]:
     """``(on_client, on_backend)`` for ``relay`` between these two sockets."""
     written = relay.written
+    budget = relay.budget
     current_time = trio.current_time
     read, write = os.read, os.write
 
     def on_client() -> HandBack | None:
         try:
-            data = read(client_fd, READ_SIZE)
+            data = read(client_fd, budget.read_size)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -56,7 +56,7 @@ def relay_handlers(relay: _Relay, client_fd: int, backend_fd: int) -> tuple[Hand
 
     def on_backend() -> HandBack | None:
         try:
-            data = read(backend_fd, READ_SIZE)
+            data = read(backend_fd, budget.read_size)
         except BlockingIOError:
             return None
         except OSError as exc:

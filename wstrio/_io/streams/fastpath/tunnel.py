@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, final
 from trio import current_time
 
 from wstrio._io.streams.fastpath.handback import HandBack
-from wstrio._io.streams.pipes import READ_SIZE
 from wstrio._sansio.websocket.codec import Close, Data, Ping, Pong
 
 if TYPE_CHECKING:
@@ -57,11 +56,12 @@ class _InHub:
     cell.
     """
 
-    __slots__ = ("backend_fd", "client_fd", "events", "frame", "framer", "receive_data", "sender", "tunnel")
+    __slots__ = ("backend_fd", "budget", "client_fd", "events", "frame", "framer", "receive_data", "sender", "tunnel")
 
     def __init__(self, tunnel: _Tunnel, client_fd: int, backend_fd: int) -> None:
         codec = tunnel.codec
         self.tunnel = tunnel
+        self.budget = tunnel.budget
         self.sender = tunnel.sender
         self.client_fd = client_fd
         self.backend_fd = backend_fd
@@ -96,7 +96,7 @@ class _InHub:
 
     def on_client(self) -> HandBack | None:
         try:
-            data = os.read(self.client_fd, READ_SIZE)
+            data = os.read(self.client_fd, self.budget.read_size)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -109,7 +109,7 @@ class _InHub:
 
     def on_backend(self) -> HandBack | None:
         try:
-            data = os.read(self.backend_fd, READ_SIZE)
+            data = os.read(self.backend_fd, self.budget.read_size)
         except BlockingIOError:
             return None
         except OSError as exc:
