@@ -658,17 +658,20 @@ class CliServer:
             return await self.process.wait()
 
 
-async def start_cli_server(nursery: trio.Nursery, config: Path, *args: str, **popen: Any) -> CliServer:
+async def start_cli_server(
+    nursery: trio.Nursery, config: Path, *args: str, wrapper: Sequence[str] = (), **popen: Any
+) -> CliServer:
     """Start ``python -m wstrio serve config`` and wait for its "listening on" line.
 
     The port is parsed from that log line (use ``127.0.0.1:0`` in the config).
-    The process is killed when ``nursery`` is cancelled.
+    The process is killed when ``nursery`` is cancelled.  ``wrapper`` goes in
+    front of the command (``sh -c '... exec "$@"' sh``, say).
 
     Raises:
         AssertionError: it exited before listening (with its stderr).
     """
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "wstrio", "serve", str(config), *args],
+        [*wrapper, sys.executable, "-m", "wstrio", "serve", str(config), *args],
         stderr=subprocess.PIPE,
         **{"stdin": subprocess.DEVNULL, "cwd": str(config.parent), **popen},
     )

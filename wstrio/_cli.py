@@ -18,6 +18,7 @@ import trio
 
 from wstrio._config import ServerConfig
 from wstrio._errors import ConfigError, WstrioError
+from wstrio._io import systemd
 from wstrio._io.grace import force_shutdown
 from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
 from wstrio._io.preflight import preflight
@@ -79,11 +80,14 @@ def _flatten(exc: BaseException) -> list[BaseException]:
 
 def _reload_certificates(server: Server) -> None:
     """SIGHUP: new certificates for new connections; open ones are kept."""
+    systemd.reloading()
     try:
         count = server.reload_certificates()
     except ConfigError as exc:
         log.error("SIGHUP: the new certificate cannot be used; keeping the old one:\n%s", exc)
+        systemd.notify("READY=1")
         return
+    systemd.notify("READY=1")
     if count:
         log.info("SIGHUP: reloaded the TLS certificate and key; new connections use them")
     else:
@@ -96,14 +100,15 @@ async def _until_signalled(
     on_hup: Callable[[], None],
     on_stop: Callable[[str], None],
     on_force: Callable[[str], None],
+    on_usr1: Callable[[], None] = lambda: None,
 ) -> int:
     """Run what ``start`` starts until SIGINT or SIGTERM, then stop it gracefully.
 
-    SIGHUP calls ``on_hup``.  The first SIGINT/SIGTERM cancels the run (the
+    SIGHUP calls ``on_hup``, SIGUSR1 ``on_usr1``.  The first SIGINT/SIGTERM cancels the run (the
     graceful shutdown: tunnels get CLOSE 1001 and up to ``shutdown-timeout``);
     a second one during it calls ``on_force``: stop waiting and exit now.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as outer:
             main = trio.CancelScope()
 
@@ -113,6 +118,8 @@ async def _until_signalled(
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
                         on_hup()
+                    elif signum == signal.SIGUSR1:
+                        on_usr1()
                     elif not stopping:
                         stopping = True
                         on_stop(name)
@@ -129,18 +136,52 @@ async def _until_signalled(
     return 0
 
 
+def _reopen_access_log(server: Server) -> None:
+    """SIGUSR1: reopen the access-log file (after logrotate moved it)."""
+    try:
+        reopened = server.reopen_access_log()
+    except OSError as exc:
+        log.error("SIGUSR1: cannot reopen the access log: %s", exc)
+        return
+    if reopened:
+        log.info("SIGUSR1: reopened the access log")
+    else:
+        log.info("SIGUSR1: no access-log file configured, nothing to reopen")
+
+
 def _force(name: str) -> None:
     log.warning("%s again: not waiting for connections to close; exiting now", name)
     force_shutdown()
+
+
+STATUS_EVERY = 5.0
+"""Seconds between two ``STATUS=`` notifications to systemd."""
+
+
+async def _report_status(server: Server) -> None:
+    """``STATUS=`` for ``systemctl status``, when it changed, every :data:`STATUS_EVERY` s."""
+    last = ""
+    while True:
+        stats = server.statistics()
+        status = f"STATUS={stats.connections_active} connections, {stats.tunnels_active} WebSockets open"
+        if status != last:
+            systemd.notify(status)
+            last = status
+        await trio.sleep(STATUS_EVERY)
 
 
 async def _serve_until_signalled(config: ServerConfig) -> int:
     servers: list[Server] = []
 
     async def start(nursery: trio.Nursery) -> None:
-        servers.append(await nursery.start(serve, config))
+        server = await nursery.start(serve, config)
+        servers.append(server)
+        where = ", ".join(str(a) for a in server.addresses)
+        systemd.notify(f"READY=1\nSTATUS=listening on {where}")
+        nursery.start_soon(_report_status, server)
 
     def on_stop(name: str) -> None:
+        systemd.notify("STOPPING=1")
         log.info(
             "%s: closing connections (up to %g s; send it again to exit at once), then exiting",
             name,
@@ -151,7 +192,11 @@ async def _serve_until_signalled(config: ServerConfig) -> int:
         for server in servers:
             _reload_certificates(server)
 
-    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force)
+    def on_usr1() -> None:
+        for server in servers:
+            _reopen_access_log(server)
+
+    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force, on_usr1=on_usr1)
 
 
 async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log_level: str) -> int:
@@ -159,12 +204,19 @@ async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log
 
     async def start(nursery: trio.Nursery) -> None:
         await nursery.start(supervisor.run)
+        systemd.notify(f"READY=1\nSTATUS={config.workers} workers")
 
     def on_hup() -> None:
         log.info("SIGHUP: passing it on to the workers")
+        systemd.reloading()
         supervisor.signal_workers(signal.SIGHUP)
+        systemd.notify("READY=1")
+
+    def on_usr1() -> None:
+        supervisor.signal_workers(signal.SIGUSR1)
 
     def on_stop(name: str) -> None:
+        systemd.notify("STOPPING=1")
         log.info(
             "%s: stopping %d workers (each closes its connections, up to %g s; send it again to exit at once)",
             name, config.workers, config.shutdown_timeout,
@@ -176,7 +228,7 @@ async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log
         supervisor.signal_workers(signal.SIGTERM)
         force_shutdown()
 
-    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=on_force)
+    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=on_force, on_usr1=on_usr1)
 
 
 async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
@@ -193,7 +245,11 @@ async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
     def on_stop(name: str) -> None:
         log.debug("%s: closing connections", name)
 
-    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force)
+    def on_usr1() -> None:
+        for server in servers:
+            _reopen_access_log(server)
+
+    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force, on_usr1=on_usr1)
 
 
 def _log_preflight(config: ServerConfig) -> None:
@@ -272,6 +328,14 @@ def _check(path: str) -> int:
     return 0
 
 
+def _bare_access_lines() -> None:
+    access = logging.getLogger("wstrio.access")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -285,8 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "_worker":
             text = ConfigText(sys.stdin.read(), args.source, Path(args.base_dir))
         else:
+            systemd.take_notify_socket()  # ours alone: not the workers', nor the backends'
+            systemd.inherited_sockets()  # and the LISTEN_* variables, before anything is started
             text = ConfigText(*read_config_file(args.config))  # read once: it may be a pipe
         config = config_from_text(text.text, source=text.source, base_dir=text.base_dir)
+        if config.access_log_format == "json" and config.access_log is None:
+            # JSON lines on stderr bare (no time/name/level in front), so that
+            # each access line stays one JSON object.
+            _bare_access_lines()
         _open_file_limit(config)
         if args.command != "_worker":
             _log_preflight(config)  # once, not again in every worker

@@ -60,6 +60,7 @@ GATEWAY_HANDLERS = ("cgi", "scgi", "fastcgi")
 """The CGI family: handlers that build a CGI environment."""
 FrameType = Literal["text", "binary"]
 ProxyTarget = Literal["normalized", "reject", "raw"]
+AccessLogFormat = Literal["text", "json"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_MAX_REQUEST_BODY_SIZE = 1 << 30
 """``max-request-body-size`` when not set: 1 GiB, as Apache's ``LimitRequestBody``."""
@@ -102,10 +103,10 @@ def parse_networks(values: object) -> tuple[Any, ...]:
 @final
 @attrs.frozen
 class ListenAddress:
-    """One listening address: ``"host:port"``, ``"[::1]:port"`` or ``"unix:/path"``."""
+    """One listening address: ``"host:port"``, ``"[::1]:port"``, ``"unix:/path"`` or ``"systemd[:name]"``."""
 
-    kind: Literal["tcp", "unix"]
-    """``"tcp"`` or ``"unix"``."""
+    kind: Literal["tcp", "unix", "systemd"]
+    """``"tcp"``, ``"unix"``, or ``"systemd"`` (sockets passed by systemd socket activation)."""
     host: str = ""
     """TCP host or address; ``""`` means every interface."""
     port: int = 0
@@ -114,10 +115,14 @@ class ListenAddress:
     """Unix socket path."""
     tls: bool | None = None
     """Serve TLS here.  ``None`` (the default) means "when ``[server.tls]`` is set"."""
+    name: str | None = None
+    """``systemd`` only: the sockets with this ``FileDescriptorName=`` (``None``: every socket passed)."""
 
     def __str__(self) -> str:
         if self.kind == "unix":
             return f"unix:{self.path}"
+        if self.kind == "systemd":
+            return "systemd" if self.name is None else f"systemd:{self.name}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -344,6 +349,11 @@ class ServerConfig:
     """``max-write-idle``: seconds a write to a client may stall (lighttpd ``server.max-write-idle``)."""
     max_keep_alive_idle: float = 5.0
     """``max-keep-alive-idle``: seconds an idle keep-alive connection is kept."""
+    access_log: Path | None = None
+    """``access-log``: a file for the access log (appended to; reopened on SIGUSR1), instead of the
+    ``wstrio.access`` logger's usual destination (stderr with the CLI)."""
+    access_log_format: AccessLogFormat = "text"
+    """``access-log-format``: ``"text"`` (one line as lighttpd's) or ``"json"`` (one JSON object a line)."""
     max_buffer_memory: int = DEFAULT_MAX_BUFFER_MEMORY
     """``max-buffer-memory``: bytes backpressured tunnels and relays may hold together (0 = no limit).
 
@@ -593,8 +603,8 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
         elif kind == "unix":
             if address.path is None:
                 problems.append((f"server.listen[{i}]", "a unix listener needs a path"))
-        else:
-            problems.append((f"server.listen[{i}]", f"kind must be 'tcp' or 'unix', not {kind!r}"))
+        elif kind != "systemd":
+            problems.append((f"server.listen[{i}]", f"kind must be 'tcp', 'unix' or 'systemd', not {kind!r}"))
         if address.tls and config.tls is None:
             problems.append((f"server.listen[{i}].tls", "needs [server.tls] (certificate and private-key)"))
     _count(problems, "server.max-connections", config.max_connections, 1)
@@ -614,6 +624,8 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     _count(problems, "server.max-request-headers", config.max_request_headers, 1, 10000)
     _count(problems, "server.workers", config.workers, 1, 256)
     _count(problems, "server.max-buffer-memory", config.max_buffer_memory, 0)
+    if config.access_log_format not in get_args(AccessLogFormat):
+        problems.append(("server.access-log-format", f"must be 'text' or 'json', not {config.access_log_format!r}"))
     _count(problems, "server.h2-max-concurrent-streams", config.h2_max_concurrent_streams, 1, 1 << 20)
     _count(problems, "server.h2-initial-window-size", config.h2_initial_window_size, 1024, (1 << 31) - 1)
     if (deny_problem := static_deny_problem(config.static_deny)) is not None:

@@ -226,6 +226,9 @@ class FakeExchange:
     def set_log_note(self, note: str) -> None:
         self.note = note
 
+    def set_log_fields(self, **fields: object) -> None:
+        pass
+
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
             if key == name:

@@ -76,6 +76,7 @@ async def test_check_good_config(tmp_path: Path) -> None:
 
 
 NOVNC_INSTALLED = Path("/usr/share/novnc").is_dir()
+SYSTEMD_LOGS_DIR = Path("/var/log/wstrio").is_dir()
 
 
 @pytest.mark.parametrize("name", sorted(str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.toml")))
@@ -86,6 +87,11 @@ async def test_check_every_example(tmp_path: Path, name: str) -> None:
         # Its document root is Debian's novnc package: without it, check says so.
         assert result.returncode == 1
         assert b"server.document-root: '/usr/share/novnc' does not exist" in result.stderr
+        return
+    if name == "systemd/wstrio.toml" and not SYSTEMD_LOGS_DIR:
+        # Its access log is in the directory systemd's LogsDirectory= creates: without it, check says so.
+        assert result.returncode == 1
+        assert b"server.access-log: the directory '/var/log/wstrio' for the access log does not exist" in result.stderr
         return
     assert result.returncode == 0, result.stderr.decode()
     assert b"OK" in result.stdout

@@ -951,6 +951,9 @@ class StandInH2Exchange:
     def set_log_note(self, note: str) -> None:
         self.note = note
 
+    def set_log_fields(self, **fields: object) -> None:
+        pass
+
 
 def h2_request(port: int, method: bytes = b"CONNECT", path: bytes = b"/chat", **extra: bytes) -> Request:
     headers = [(b":method", method), (b":scheme", b"https"), (b":path", path), (b":authority", b"proxy.test")]

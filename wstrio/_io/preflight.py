@@ -55,12 +55,27 @@ def _program_problem(program: str) -> str | None:
     return None
 
 
+def _access_log_problem(path: Path) -> str | None:
+    if path.is_dir():
+        return f"{str(path)!r} is a directory, not a file to append to"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"wstrio cannot write to {str(path)!r}"
+    directory = path.parent
+    if not directory.is_dir():
+        return f"the directory {str(directory)!r} for the access log does not exist"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"wstrio cannot create {str(path)!r} (no write access to its directory)"
+    return None
+
+
 def preflight(config: ServerConfig) -> Preflight:
     """Look at the files and directories ``config`` names."""
     problems: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
     if config.document_root is not None and (problem := _directory_problem(config.document_root)) is not None:
         problems.append(("server.document-root", f"{problem}: every static request would be answered 404 or 403"))
+    if config.access_log is not None and (problem := _access_log_problem(config.access_log)) is not None:
+        problems.append(("server.access-log", problem))
     for i, route in enumerate(config.routes):
         for j, backend in enumerate(route.backends):
             key = f"route[{i}].backend[{j}]"

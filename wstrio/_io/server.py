@@ -26,6 +26,8 @@ import trio
 from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from wstrio._config import ListenAddress, ServerConfig
+from wstrio._errors import ConfigError
+from wstrio._io.accesslog import AccessLogFile
 from wstrio._io.backends.connect import BackendConnector, SocketConnector
 from wstrio._io.context import ServerContext
 from wstrio._io.handlers.dispatch import BUSY_RETRY_AFTER
@@ -35,6 +37,7 @@ from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
 from wstrio._io.streams.budget import BufferBudget
 from wstrio._io.streams.pipes import close_stream
+from wstrio._io.systemd import inherited_sockets
 from wstrio._sansio.limits import client_key
 from wstrio._sansio.resources import AcceptBackoff
 
@@ -63,6 +66,8 @@ class ServerStatistics:
     other to take them (what ``max-buffer-memory`` limits)."""
     buffered_peak: int = 0
     """The highest :attr:`buffered_bytes` since memory was last given back to the kernel."""
+    tunnels_active: int = 0
+    """WebSockets open now (tunnels and upgrades passed through), HTTP/1.1 and HTTP/2."""
 
 
 def _bound_address(listener: trio.abc.Listener[trio.abc.Stream]) -> ListenAddress | None:
@@ -92,6 +97,8 @@ class Server:
         self._active = 0
         self._total = 0
         self._budget: BufferBudget | None = None  # the context's, set by _serve
+        self._context: ServerContext | None = None
+        self._access_log: AccessLogFile | None = None  # access-log, while serving
         # With a handler_nursery, connections outlive serve(); the services
         # they use (hub, timers, backends) stop once serving has stopped and
         # the last connection ended.
@@ -138,6 +145,7 @@ class Server:
             connections_total=self._total,
             buffered_bytes=budget.held if budget is not None else 0,
             buffered_peak=budget.peak if budget is not None else 0,
+            tunnels_active=self._context.tunnels if self._context is not None else 0,
         )
 
     def reload_certificates(self) -> int:
@@ -156,6 +164,20 @@ class Server:
         for contexts in self._tls_contexts:
             contexts.reload()
         return len(self._tls_contexts)
+
+    def reopen_access_log(self) -> bool:
+        """Reopen the ``access-log`` file by name (what SIGUSR1 does, for logrotate).
+
+        Returns:
+            False when the configuration names no access-log file.
+
+        Raises:
+            OSError: the file cannot be opened now (lines are retried on the next request).
+        """
+        if self._access_log is None:
+            return False
+        self._access_log.reopen()
+        return True
 
 
 def _open_unix_listener(path: Path) -> trio.SocketListener:
@@ -185,6 +207,30 @@ def _open_unix_listener(path: Path) -> trio.SocketListener:
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
+def _inherited_listeners(address: ListenAddress) -> list[trio.SocketListener]:
+    """The listening sockets systemd passed for ``address`` (``systemd`` or ``systemd:name``)."""
+    passed = inherited_sockets()
+    chosen = [s for s in passed if address.name is None or s.name == address.name]
+    if not chosen:
+        names = ", ".join(sorted({s.name for s in passed})) or "none"
+        msg = (
+            "systemd passed no socket"
+            + (f" named {address.name!r} (FileDescriptorName=; passed: {names})" if address.name else "")
+            + "; start wstrio from its .socket unit, or listen on an address"
+        )
+        raise OSError(errno.EBADF, msg)
+    listeners = []
+    for item in chosen:
+        sock = socket.socket(fileno=item.fd)
+        if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.detach()
+            msg = f"the socket systemd passed as fd {item.fd} ({item.name}) is not a listening stream socket"
+            raise OSError(errno.EINVAL, msg)
+        sock.setblocking(False)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    return listeners
+
+
 async def open_listeners(addresses: Sequence[ListenAddress]) -> list[trio.SocketListener]:
     """Bind every address (TCP via :func:`trio.open_tcp_listeners`, unix directly).
 
@@ -198,6 +244,8 @@ async def open_listeners(addresses: Sequence[ListenAddress]) -> list[trio.Socket
                 if address.kind == "unix":
                     assert address.path is not None
                     listeners.append(_open_unix_listener(address.path))
+                elif address.kind == "systemd":
+                    listeners.extend(_inherited_listeners(address))
                 else:
                     listeners.extend(
                         await trio.open_tcp_listeners(address.port, host=address.host or None, backlog=None)
@@ -397,6 +445,8 @@ async def _run_services(
         await _start_services(nursery, context)
         task_status.started()
         await server._drained.wait()
+        if server._access_log is not None:
+            server._access_log.close()
         nursery.cancel_scope.cancel()
 
 
@@ -454,9 +504,26 @@ async def _serve(
     context = ServerContext(config, connector or SocketConnector(), spawn=not worker)
     server = Server(config, listeners)
     server._budget = context.budget
+    server._context = context
     limiter = trio.Semaphore(config.max_connections)
-    unix_paths = [] if worker else [a.path for a in server.addresses if a.kind == "unix" and a.path is not None]
+    # Socket files wstrio created go when it stops; not those systemd passed (it owns them).
+    passed = {s.fd for s in inherited_sockets()}
+    unix_paths = []
+    for listener in [] if worker else listeners:
+        sock = getattr(listener, "socket", None) or getattr(
+            getattr(listener, "transport_listener", None), "socket", None
+        )
+        address = _bound_address(listener)
+        if address is not None and address.kind == "unix" and address.path is not None and sock is not None:
+            if sock.fileno() not in passed:
+                unix_paths.append(address.path)
     try:
+        if config.access_log is not None:
+            try:
+                server._access_log = AccessLogFile(config.access_log, config.access_log_format == "json")
+            except OSError as exc:
+                problem = f"cannot open {config.access_log} for appending: {exc.strerror or exc}"
+                raise ConfigError(config.source, [("server.access-log", problem)]) from exc
         async with trio.open_nursery() as backend_nursery:
             if handler_nursery is None:
                 await _start_services(backend_nursery, context)
@@ -480,6 +547,10 @@ async def _serve(
         server._serving = False
         if server._active == 0:
             server._drained.set()
+        if server._access_log is not None and handler_nursery is None:
+            # (With a handler nursery, connections still log after this: the
+            # services close it after the last one.)
+            server._access_log.close()
         for path in unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)

@@ -94,6 +94,7 @@ async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
         await _run(exchange, None, ctx)
         return
     route = match.route
+    exchange.set_log_fields(route=route.path)
     if not allowed(host, route.allow, route.deny):
         await _refuse(exchange, 403, f"the client address is not allowed on route {match.index} (allow/deny)")
         return

@@ -201,6 +201,7 @@ class _ProxyCall:
         self.route = route
         self.config = config
         self.lease = lease
+        exchange.set_log_fields(backend=str(lease.address))
         self.conn = _BackendHttp(lease.stream, lease.backend)
         self.key = new_websocket_key() if plan.mode == "websocket-h2" else None
         self.first: FirstProblem[_Problem] = FirstProblem()
@@ -357,6 +358,7 @@ class _ProxyCall:
         self.exchange.set_log_note(
             f"upgrade via {self.lease.address}: {outcome.describe()} after {trio.current_time() - started:.1f}s"
         )
+        self.exchange.set_log_fields(**outcome.log_fields())
 
 
 async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:

@@ -69,6 +69,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
             )
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
+            exchange.set_log_fields(backend=str(lease.address))
             try:
                 outcome = await run_tunnel(
                     upgraded.stream, lease.stream, codec, settings, ctx.timers, ctx.hub, ctx.budget
@@ -80,7 +81,22 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
                     exchange.set_log_note(
                         f"tunnel to {lease.address} closed 1001 by shutdown after {trio.current_time() - started:.1f}s"
                     )
+                    exchange.set_log_fields(
+                        close_code=1001,
+                        closed_by="shutdown",
+                        messages_from_client=codec.messages_received,
+                        messages_to_client=codec.messages_sent,
+                    )
                 raise
+            exchange.set_log_fields(
+                close_code=outcome.code,
+                closed_by=outcome.by,
+                close_reason=outcome.reason or None,
+                bytes_from_client=outcome.bytes_from_client,
+                bytes_to_client=outcome.bytes_to_client,
+                messages_from_client=codec.messages_received,
+                messages_to_client=codec.messages_sent,
+            )
             exchange.set_log_note(
                 f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
                 f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"

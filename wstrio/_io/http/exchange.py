@@ -129,6 +129,13 @@ class Exchange(Protocol):
         """Add a note to this request's access-log line (e.g. the backend used)."""
         ...
 
+    def set_log_fields(self, **fields: object) -> None:
+        """Add keys to this request's JSON access-log record (``route``, ``backend``, a tunnel's end).
+
+        See :mod:`wstrio._sansio.accesslog` for the keys.
+        """
+        ...
+
 
 async def send_simple(
     exchange: Exchange,

@@ -41,6 +41,7 @@ from wstrio._config import ServerConfig
 from wstrio._errors import BadRequest, ClientGone, HttpError, InvalidResponse, RequestTimeout
 from wstrio._io.http.exchange import ConnectionContext, Upgraded, answer_asterisk, map_exceptions, reason_phrase
 from wstrio._io.streams.pipes import BROKEN
+from wstrio._sansio.accesslog import access_record, json_line, text_line
 from wstrio._sansio.http.request import Request, check_h1_framing
 from wstrio._sansio.http.static import http_date
 from wstrio._version import __version__
@@ -97,6 +98,7 @@ class H1Exchange:
         self.bytes_sent = 0
         self.upgraded = False
         self.note = ""
+        self.log_fields: dict[str, object] = {}
 
     @property
     def request(self) -> Request:
@@ -108,6 +110,9 @@ class H1Exchange:
 
     def set_log_note(self, note: str) -> None:
         self.note = note
+
+    def set_log_fields(self, **fields: object) -> None:
+        self.log_fields.update(fields)
 
     async def receive_body(self, max_bytes: int = 65536) -> bytes:
         h = self._conn.h11
@@ -443,16 +448,23 @@ def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: flo
     if not access_log.isEnabledFor(logging.INFO):
         return
     target = request.target.decode("latin-1")
-    status = exchange.status if exchange.status is not None else "-"
-    note = f" {exchange.note}" if exchange.note else ""
-    access_log.info(
-        '%s "%s %s HTTP/%s" %s %d %.3fs%s',
-        peer,
-        request.method,
-        target,
-        request.http_version,
-        status,
-        exchange.bytes_sent,
-        duration,
-        note,
+    protocol = f"HTTP/{request.http_version}"
+    if exchange._conn.config.access_log_format == "json":
+        record = access_record(
+            when=time.time(),
+            client=request.client,
+            method=request.method,
+            target=target,
+            protocol=protocol,
+            status=exchange.status,
+            sent=exchange.bytes_sent,
+            duration=duration,
+            note=exchange.note,
+            fields=exchange.log_fields,
+        )
+        access_log.info("%s", json_line(record), extra={"access": record})
+        return
+    line = text_line(
+        peer, request.method, target, protocol, exchange.status, exchange.bytes_sent, duration, exchange.note
     )
+    access_log.info("%s", line)

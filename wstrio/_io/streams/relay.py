@@ -81,6 +81,16 @@ class RelayOutcome:
     """Why the relay was cut short (an error, a stall, idleness), or ``None``
     for an orderly end."""
 
+    def log_fields(self) -> dict[str, object]:
+        """The JSON access-log keys of a relayed upgrade (bytes only: a relay sees no messages)."""
+        return {
+            "close_code": None,
+            "closed_by": self.first_eof if self.error is None else "error",
+            "close_reason": self.error,
+            "bytes_from_client": self.bytes_to_backend,
+            "bytes_to_client": self.bytes_to_client,
+        }
+
     def describe(self) -> str:
         """A one-line summary for the access log."""
         how = self.error if self.error is not None else f"closed by {self.first_eof or 'both'}"

@@ -130,8 +130,12 @@ class Outcome:
     code: int | None
     reason: str
     by: str
-    """``client``, ``backend``, ``protocol``, ``idle``, ``ping``, ``shutdown``,
+    """``client``, ``backend``, ``protocol``, ``idle``, ``ping``, ``lifetime``, ``shutdown``,
     or ``fault`` (the hub failed for this tunnel)."""
+    bytes_from_client: int = attrs.field(default=0, eq=False)
+    """Payload bytes written to the backend (set when :func:`run_tunnel` returns)."""
+    bytes_to_client: int = attrs.field(default=0, eq=False)
+    """Bytes written to the client, framing included (set when :func:`run_tunnel` returns)."""
 
 
 @final
@@ -558,4 +562,4 @@ async def run_tunnel(
         await tunnel.close(shutdown)
     outcome = tunnel.outcome
     assert outcome is not None
-    return outcome
+    return attrs.evolve(outcome, bytes_from_client=tunnel.bytes_to_backend, bytes_to_client=tunnel.sender.bytes_sent)

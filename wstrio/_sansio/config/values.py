@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+import attrs
+
 from wstrio._config import ListenAddress, network_problem, parse_networks
 
 __all__ = [
@@ -148,10 +150,8 @@ class Walker:
                     tls = boolean(item["tls"]) if "tls" in item else None
                 except Bad as exc:
                     bad(f"item {i}: {exc.message}")
-                if tls is not None and addr.kind == "tcp":
-                    addr = ListenAddress(addr.kind, addr.host, addr.port, addr.path, tls)
-                elif tls is not None:
-                    addr = ListenAddress(addr.kind, path=addr.path, tls=tls)
+                if tls is not None:
+                    addr = attrs.evolve(addr, tls=tls)
                 out.append(addr)
             else:
                 bad(f"item {i} must be a string or a table, not {type_name(item)}")
@@ -359,7 +359,13 @@ def parse_listen(text: str, base: Path | None = None) -> ListenAddress:
 
 
 def listen_string(text: str, base: Path) -> ListenAddress:
-    forms = "expected 'host:port', '[ipv6]:port', ':port' or 'unix:/path/to.sock'"
+    forms = "expected 'host:port', '[ipv6]:port', ':port', 'unix:/path/to.sock' or 'systemd[:name]'"
+    if text == "systemd":
+        return ListenAddress("systemd")
+    if text.startswith("systemd:"):
+        if not text[8:]:
+            bad(f"{forms}, not {text!r}")
+        return ListenAddress("systemd", name=text[8:])
     if text.startswith("unix:"):
         rest = text[5:]
         if not rest:

@@ -174,6 +174,10 @@ class WebSocketCodec:
         self._frame_fin = True
         self._data: list[bytes] = []
         self._events: list[Event] = []
+        self.messages_received = 0
+        """Data messages completed by the client (counted per frame header, for the access log)."""
+        self.messages_sent = 0
+        """Data messages framed for the client (one per :meth:`data` call)."""
         if leftover:
             self.receive_data(leftover)
 
@@ -234,6 +238,7 @@ class WebSocketCodec:
                 if self._frame_fin:
                     self._message = 0
                     self._utf8 = None
+                    self.messages_received += 1
                 continue
             if n - pos < 2:
                 break
@@ -323,6 +328,7 @@ class WebSocketCodec:
                 if fin:
                     self._message = 0
                     self._utf8 = None
+                    self.messages_received += 1
         if pos < n:
             self._buffer = bytes(buf[pos:])
 
@@ -361,6 +367,7 @@ class WebSocketCodec:
 
     def data(self, payload: bytes | bytearray) -> bytes:
         """A data frame (text or binary, as agreed) carrying ``payload``."""
+        self.messages_sent += 1
         return encode_frame(self._opcode, payload)
 
     def ping(self, payload: bytes = b"") -> bytes:

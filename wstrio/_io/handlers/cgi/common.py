@@ -261,6 +261,7 @@ class _ProgramCall:
         self.first.report(_Problem(message, status, client_gone))
 
     async def run(self, channel: ProgramChannel) -> None:
+        self.exchange.set_log_fields(backend=channel.name)
         async with trio.open_nursery() as background:
             if channel.background is not None:
                 background.start_soon(channel.background)
@@ -414,6 +415,7 @@ class _ProgramCall:
             f"{self.route.handler} upgrade via {channel.name}: {outcome.describe()}"
             f" after {trio.current_time() - started:.1f}s"
         )
+        self.exchange.set_log_fields(**outcome.log_fields())
 
 
 async def serve_program(

@@ -65,6 +65,9 @@ class RedirectedExchange:
     def set_log_note(self, note: str) -> None:
         self._inner.set_log_note(note)
 
+    def set_log_fields(self, **fields: object) -> None:
+        self._inner.set_log_fields(**fields)
+
 
 def _redirected_request(request: Request, location: str) -> Request:
     target = location.encode("latin-1")

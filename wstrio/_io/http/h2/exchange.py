@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, final
 
 import trio
@@ -40,6 +40,7 @@ from wstrio._io.http.exchange import Upgraded, answer_asterisk, map_exceptions, 
 from wstrio._io.http.h1 import SERVER_HEADER
 from wstrio._io.http.h2.stream import H2Stream, H2StreamState
 from wstrio._io.streams.pipes import BROKEN
+from wstrio._sansio.accesslog import access_record, json_line, text_line
 from wstrio._sansio.http.request import H2_CONNECTION_HEADERS, Request
 from wstrio._sansio.http.static import http_date
 
@@ -74,19 +75,38 @@ def _pseudo(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes:
 
 
 def _log_access(
-    peer: str, method: bytes, target: bytes, status: int | None, sent: int, started: float, note: str
+    conn: H2Connection,
+    method: bytes,
+    target: bytes,
+    status: int | None,
+    sent: int,
+    started: float,
+    note: str,
+    fields: Mapping[str, object] | None = None,
 ) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
+    duration = trio.current_time() - started
+    if conn.config.access_log_format == "json":
+        record = access_record(
+            when=time.time(),
+            client=conn.client,
+            method=method.decode("latin-1"),
+            target=target.decode("latin-1"),
+            protocol="HTTP/2",
+            status=status,
+            sent=sent,
+            duration=duration,
+            note=note,
+            fields=fields or {},
+        )
+        access_log.info("%s", json_line(record), extra={"access": record})
+        return
     access_log.info(
-        '%s "%s %s HTTP/2" %s %d %.3fs%s',
-        peer,
-        method.decode("latin-1"),
-        target.decode("latin-1"),
-        status if status is not None else "-",
-        sent,
-        trio.current_time() - started,
-        f" {note}" if note else "",
+        "%s",
+        text_line(
+            conn.peer, method.decode("latin-1"), target.decode("latin-1"), "HTTP/2", status, sent, duration, note
+        ),
     )
 
 
@@ -127,6 +147,7 @@ class H2Exchange:
         self.bytes_sent = 0
         self.upgraded = False
         self.note = ""
+        self.log_fields: dict[str, object] = {}
         self._swallow_body = False
 
     @property
@@ -144,6 +165,9 @@ class H2Exchange:
 
     def set_log_note(self, note: str) -> None:
         self.note = note
+
+    def set_log_fields(self, **fields: object) -> None:
+        self.log_fields.update(fields)
 
     async def receive_body(self, max_bytes: int = 65536) -> bytes:
         """The next chunk of the request body; ``b""`` at its end.
@@ -245,7 +269,7 @@ async def run_stream(conn: H2Connection, st: H2StreamState, headers: tuple[tuple
                 log.info("%s: stream %d: %s", conn.peer, st.stream_id, exc)
                 await send_error(st, exc.status, exc.headers)
                 target = _pseudo(headers, b":path")
-                _log_access(conn.peer, wire_method, target, exc.status, 0, started, str(exc))
+                _log_access(conn, wire_method, target, exc.status, 0, started, str(exc))
                 return
             conn.served += 1
             exchange = H2Exchange(st, request)
@@ -265,13 +289,14 @@ async def run_stream(conn: H2Connection, st: H2StreamState, headers: tuple[tuple
         conn.forget(st)
         if exchange is not None:
             _log_access(
-                conn.peer,
+                conn,
                 wire_method,
                 exchange.request.target,
                 exchange.status,
                 exchange.bytes_sent,
                 started,
                 exchange.note,
+                exchange.log_fields,
             )
 
 
