@@ -58,6 +58,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import tree  # noqa: E402  (the harness's process-tree walk)
+
 MASK = b"\x11\x22\x33\x44"
 
 
@@ -77,21 +80,6 @@ def rss(pid: int, field: str = "VmRSS") -> int:
                 if line.startswith(field + ":"):
                     total += int(line.split()[1])
     return total
-
-
-def tree(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, ()))
-    return out
 
 
 def tcp_kernel_kib() -> int:
