@@ -232,7 +232,10 @@ async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log
 
 
 async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
-    inherited = [(int(item.split(":")[0]), item.endswith(":tls")) for item in listen_fds.split(",")]
+    inherited = []
+    for item in listen_fds.split(","):
+        fd, *flags = item.split(":")
+        inherited.append((int(fd), "tls" in flags, "proxy" in flags))
     servers: list[Server] = []
 
     async def start(nursery: trio.Nursery) -> None:

@@ -117,6 +117,9 @@ class ListenAddress:
     """Serve TLS here.  ``None`` (the default) means "when ``[server.tls]`` is set"."""
     name: str | None = None
     """``systemd`` only: the sockets with this ``FileDescriptorName=`` (``None``: every socket passed)."""
+    proxy_protocol: bool = False
+    """``proxy-protocol``: connections start with a PROXY protocol header (v1 or v2) from a ``trusted-proxies``
+    address, which says who the client is."""
 
     def __str__(self) -> str:
         if self.kind == "unix":
@@ -349,6 +352,12 @@ class ServerConfig:
     """``max-write-idle``: seconds a write to a client may stall (lighttpd ``server.max-write-idle``)."""
     max_keep_alive_idle: float = 5.0
     """``max-keep-alive-idle``: seconds an idle keep-alive connection is kept."""
+    trusted_proxies: tuple[Network, ...] = attrs.field(default=(), converter=parse_networks)
+    """``trusted-proxies``: the networks whose PROXY protocol headers are believed (required by a listener
+    with ``proxy-protocol``; a connection from anywhere else is closed)."""
+    forwarded_trust: tuple[Network, ...] = attrs.field(default=(), converter=parse_networks)
+    """``forwarded-trust``: the networks whose ``X-Forwarded-For`` / ``Forwarded`` headers are believed:
+    the client is the rightmost address in them that is not itself in these networks."""
     access_log: Path | None = None
     """``access-log``: a file for the access log (appended to; reopened on SIGUSR1), instead of the
     ``wstrio.access`` logger's usual destination (stderr with the CLI)."""
@@ -605,6 +614,10 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
                 problems.append((f"server.listen[{i}]", "a unix listener needs a path"))
         elif kind != "systemd":
             problems.append((f"server.listen[{i}]", f"kind must be 'tcp', 'unix' or 'systemd', not {kind!r}"))
+        if address.proxy_protocol and not config.trusted_proxies:
+            problems.append(
+                (f"server.listen[{i}].proxy-protocol", "needs server.trusted-proxies: the proxies whose headers count")
+            )
         if address.tls and config.tls is None:
             problems.append((f"server.listen[{i}].tls", "needs [server.tls] (certificate and private-key)"))
     _count(problems, "server.max-connections", config.max_connections, 1)
@@ -624,6 +637,10 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     _count(problems, "server.max-request-headers", config.max_request_headers, 1, 10000)
     _count(problems, "server.workers", config.workers, 1, 256)
     _count(problems, "server.max-buffer-memory", config.max_buffer_memory, 0)
+    for key, nets in (("trusted-proxies", config.trusted_proxies), ("forwarded-trust", config.forwarded_trust)):
+        for j, network in enumerate(nets):
+            if (problem := network_problem(network)) is not None:
+                problems.append((f"server.{key}[{j}]", problem))
     if config.access_log_format not in get_args(AccessLogFormat):
         problems.append(("server.access-log-format", f"must be 'text' or 'json', not {config.access_log_format!r}"))
     _count(problems, "server.h2-max-concurrent-streams", config.h2_max_concurrent_streams, 1, 1 << 20)

@@ -35,10 +35,12 @@ from wstrio._io.http.exchange import ConnectionContext, Exchange, send_simple
 from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
+from wstrio._io.proxyproto import read_proxy_header
 from wstrio._io.streams.budget import BufferBudget
 from wstrio._io.streams.pipes import close_stream
 from wstrio._io.systemd import inherited_sockets
-from wstrio._sansio.limits import client_key
+from wstrio._sansio.limits import allowed, client_key
+from wstrio._sansio.proxyproto import ProxyProtocolError
 from wstrio._sansio.resources import AcceptBackoff
 
 __all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
@@ -274,17 +276,51 @@ def _addresses(stream: trio.abc.Stream) -> tuple[tuple[str, int] | None, tuple[s
     return (peer[0], peer[1]), (local[0], local[1])
 
 
-async def _handle_connection(stream: trio.abc.Stream, context: ServerContext, server: Server) -> None:
+async def _proxied_addresses(
+    stream: trio.abc.Stream, config: ServerConfig, client: tuple[str, int] | None, local: tuple[str, int] | None
+) -> tuple[tuple[str, int] | None, tuple[str, int] | None] | None:
+    """The addresses a PROXY protocol header gives, or None: close the connection (logged)."""
+    peer = client[0] if client else None
+    if not allowed(peer, config.trusted_proxies, ()):
+        conn_log.info("%s: not in trusted-proxies, on a proxy-protocol listener: closing", peer or "unix")
+        return None
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    sock = getattr(transport, "socket", None)
+    if sock is None:  # pragma: no cover - every proxy-protocol listener is a socket
+        return None
+    with trio.move_on_after(config.max_request_head_time or math.inf):
+        try:
+            header = await read_proxy_header(sock)
+        except (ProxyProtocolError, OSError) as exc:
+            conn_log.info("%s: bad PROXY protocol header: %s", peer, exc)
+            return None
+        if header.source is None:  # LOCAL or UNKNOWN: the proxy speaks for itself
+            return client, local
+        return header.source, header.destination
+    conn_log.info("%s: no PROXY protocol header within max-request-head-time", peer)
+    return None
+
+
+async def _handle_connection(
+    stream: trio.abc.Stream, context: ServerContext, server: Server, proxied: bool = False
+) -> None:
     client, local = _addresses(stream)
-    key = client_key(client[0]) if client else None
-    admitted = context.connections_per_ip.acquire(key)
-    if not admitted:
-        conn_log.info(
-            "%s:%d: over max-connections-per-ip (%d): answering 429 (HTTP/2: GOAWAY ENHANCE_YOUR_CALM)",
-            *(client or ("unix", 0)),
-            context.config.max_connections_per_ip,
-        )
+    key = None
+    admitted = False
     try:
+        if proxied:
+            addresses = await _proxied_addresses(stream, context.config, client, local)
+            if addresses is None:
+                return
+            client, local = addresses
+        key = client_key(client[0]) if client else None
+        admitted = context.connections_per_ip.acquire(key)
+        if not admitted:
+            conn_log.info(
+                "%s:%d: over max-connections-per-ip (%d): answering 429 (HTTP/2: GOAWAY ENHANCE_YOUR_CALM)",
+                *(client or ("unix", 0)),
+                context.config.max_connections_per_ip,
+            )
         await _serve_connection(stream, context, client, local, refuse=not admitted)
     except Exception:
         conn_log.exception("connection from %s failed", client)
@@ -379,6 +415,7 @@ async def _accept_loop(
     nursery: trio.Nursery,
     context: ServerContext,
     server: Server,
+    proxied: bool = False,
 ) -> None:
     backoff = AcceptBackoff()
     async with listener:
@@ -411,14 +448,14 @@ async def _accept_loop(
                 log.warning("accepting again after %.1f s (%d failed accepts)", *ended)
             server._active += 1
             server._total += 1
-            nursery.start_soon(_run_connection, stream, limiter, context, server)
+            nursery.start_soon(_run_connection, stream, limiter, context, server, proxied)
 
 
 async def _run_connection(
-    stream: trio.abc.Stream, limiter: trio.Semaphore, context: ServerContext, server: Server
+    stream: trio.abc.Stream, limiter: trio.Semaphore, context: ServerContext, server: Server, proxied: bool = False
 ) -> None:
     try:
-        await _handle_connection(stream, context, server)
+        await _handle_connection(stream, context, server, proxied)
     finally:
         limiter.release()
 
@@ -456,6 +493,7 @@ async def serve_listeners(
     *,
     connector: BackendConnector | None = None,
     handler_nursery: trio.Nursery | None = None,
+    proxy_protocol: Sequence[trio.abc.Listener[trio.abc.Stream]] = (),
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve ``config`` on already-open ``listeners`` until cancelled.
@@ -470,6 +508,8 @@ async def serve_listeners(
             open connections go on (with the hub, timers and backends they
             use, which stop after the last of them) until they end or that
             nursery is cancelled.
+        proxy_protocol: those of ``listeners`` whose connections start with
+            a PROXY protocol header (from ``trusted-proxies`` only).
         task_status: receives the :class:`Server` once every listener accepts
             and every spawned backend has started.
 
@@ -486,7 +526,14 @@ async def serve_listeners(
     and never disturbs another.  Listener errors other than running out of
     file descriptors propagate (in an :class:`ExceptionGroup`).
     """
-    await _serve(config, listeners, connector=connector, handler_nursery=handler_nursery, task_status=task_status)
+    await _serve(
+        config,
+        listeners,
+        connector=connector,
+        handler_nursery=handler_nursery,
+        proxied=frozenset(map(id, proxy_protocol)),
+        task_status=task_status,
+    )
 
 
 async def _serve(
@@ -496,6 +543,7 @@ async def _serve(
     connector: BackendConnector | None = None,
     handler_nursery: trio.Nursery | None = None,
     worker: bool = False,
+    proxied: frozenset[int] = frozenset(),
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """serve_listeners' body.  ``worker=True``: a worker process of ``workers = N``,
@@ -534,7 +582,9 @@ async def _serve(
             async with trio.open_nursery() as connection_nursery:
                 target = handler_nursery or connection_nursery
                 for listener in listeners:
-                    connection_nursery.start_soon(_accept_loop, listener, limiter, target, context, server)
+                    connection_nursery.start_soon(
+                        _accept_loop, listener, limiter, target, context, server, id(listener) in proxied
+                    )
                 for listener in listeners:
                     address = _bound_address(listener)
                     if address is not None:
@@ -562,7 +612,7 @@ async def _serve(
 
 async def serve_worker(
     config: ServerConfig,
-    inherited: Sequence[tuple[int, bool]],
+    inherited: Sequence[tuple[int, bool, bool]],
     *,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -570,18 +620,21 @@ async def serve_worker(
 
     Args:
         config: the configuration.
-        inherited: ``(file descriptor, serve TLS)`` for each listening socket.
+        inherited: ``(file descriptor, serve TLS, PROXY protocol)`` for each listening socket.
     """
-    contexts = ReloadableContext.from_config(config) if any(tls for _, tls in inherited) else None
+    contexts = ReloadableContext.from_config(config) if any(tls for _, tls, _ in inherited) else None
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
-    for fd, tls in inherited:
+    proxied = set()
+    for fd, tls, proxy in inherited:
         stdlib = socket.socket(fileno=fd)
         listener: trio.abc.Listener[trio.abc.Stream] = trio.SocketListener(trio.socket.from_stdlib_socket(stdlib))
         if tls:
             assert contexts is not None
             listener = TlsListener(listener, contexts)
         listeners.append(listener)
-    await _serve(config, listeners, worker=True, task_status=task_status)
+        if proxy:
+            proxied.add(id(listener))
+    await _serve(config, listeners, worker=True, proxied=frozenset(proxied), task_status=task_status)
 
 
 async def serve(
@@ -612,16 +665,24 @@ async def serve(
     if any(listener_wants_tls(config, address.tls) for address in config.listen):
         contexts = ReloadableContext.from_config(config)
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+    proxied: list[trio.abc.Listener[trio.abc.Stream]] = []
     try:
         for address in config.listen:
             opened: Sequence[trio.abc.Listener[trio.abc.Stream]] = await open_listeners([address])
             if contexts is not None and listener_wants_tls(config, address.tls):
                 opened = [TlsListener(listener, contexts) for listener in opened]
             listeners.extend(opened)
+            if address.proxy_protocol:
+                proxied.extend(opened)
     except BaseException:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
         raise
     await serve_listeners(
-        config, listeners, connector=connector, handler_nursery=handler_nursery, task_status=task_status
+        config,
+        listeners,
+        connector=connector,
+        handler_nursery=handler_nursery,
+        proxy_protocol=proxied,
+        task_status=task_status,
     )

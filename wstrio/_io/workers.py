@@ -101,13 +101,16 @@ class Supervisor:
         backends are stopped.
         """
         config = self.config
-        inherited: list[tuple[int, bool]] = []
+        inherited: list[tuple[int, bool, bool]] = []
         listeners: list[trio.SocketListener] = []
         try:
             for address in config.listen:
                 opened = await open_listeners([address])
                 listeners.extend(opened)
-                inherited.extend((lst.socket.fileno(), listener_wants_tls(config, address.tls)) for lst in opened)
+                inherited.extend(
+                    (lst.socket.fileno(), listener_wants_tls(config, address.tls), address.proxy_protocol)
+                    for lst in opened
+                )
             stopping = trio.Event()
             async with trio.open_nursery() as backend_nursery:
                 keeper = Keeper()
@@ -135,11 +138,14 @@ class Supervisor:
                     with contextlib.suppress(OSError):
                         os.unlink(listen.path)
 
-    async def _run_worker(self, number: int, inherited: Sequence[tuple[int, bool]], stopping: trio.Event) -> None:
+    async def _run_worker(self, number: int, inherited: Sequence[tuple[int, bool, bool]], stopping: trio.Event) -> None:
         """Run worker ``number``, restarting it when it dies, until ``stopping`` is set."""
         backoff = RestartBackoff()
-        fds = [fd for fd, _ in inherited]
-        spec = ",".join(f"{fd}:tls" if tls else str(fd) for fd, tls in inherited)
+        fds = [fd for fd, _, _ in inherited]
+        spec = ",".join(
+            ":".join([str(fd), *(["tls"] if tls else []), *(["proxy"] if proxy else [])])
+            for fd, tls, proxy in inherited
+        )
         text = self.config_text
         argv = [
             sys.executable, "-m", "wstrio", "_worker", "-", "--source", text.source, "--base-dir", str(text.base_dir),

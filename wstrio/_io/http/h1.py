@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from typing import final
 
+import attrs
 import h11
 import trio
 
@@ -42,6 +43,7 @@ from wstrio._errors import BadRequest, ClientGone, HttpError, InvalidResponse, R
 from wstrio._io.http.exchange import ConnectionContext, Upgraded, answer_asterisk, map_exceptions, reason_phrase
 from wstrio._io.streams.pipes import BROKEN
 from wstrio._sansio.accesslog import access_record, json_line, text_line
+from wstrio._sansio.http.forwarded import forwarded_client
 from wstrio._sansio.http.request import Request, check_h1_framing
 from wstrio._sansio.http.static import http_date
 from wstrio._version import __version__
@@ -400,6 +402,10 @@ async def _serve_requests(conn: _H1Connection, connection: ConnectionContext) ->
                 client=client,
                 server=server,
             )
+            if config.forwarded_trust:
+                behind = forwarded_client(client, request.headers, config.forwarded_trust)
+                if behind != client:
+                    request = attrs.evolve(request, client=behind, peer=client)
         except HttpError as exc:
             await _send_error(conn, exc.status, exc.headers)
             log.info("%s: %s", peer, exc)
@@ -414,7 +420,7 @@ async def _serve_requests(conn: _H1Connection, connection: ConnectionContext) ->
         except ClientGone:
             return False
         finally:
-            _log_access(peer, request, exchange, trio.current_time() - started)
+            _log_access(request, exchange, trio.current_time() - started)
         if exchange.upgraded:
             return False
         if conn.h11.our_state is not h11.DONE:
@@ -444,7 +450,7 @@ async def _serve_requests(conn: _H1Connection, connection: ConnectionContext) ->
             return bool(conn.h11.trailing_data[0])
 
 
-def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: float) -> None:
+def _log_access(request: Request, exchange: H1Exchange, duration: float) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     target = request.target.decode("latin-1")
@@ -464,6 +470,8 @@ def _log_access(peer: str, request: Request, exchange: H1Exchange, duration: flo
         )
         access_log.info("%s", json_line(record), extra={"access": record})
         return
+    # The request's client: behind a trusted proxy, the one it spoke for (forwarded-trust).
+    peer = _peer_text(request.client)
     line = text_line(
         peer, request.method, target, protocol, exchange.status, exchange.bytes_sent, duration, exchange.note
     )

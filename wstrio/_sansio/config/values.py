@@ -140,18 +140,21 @@ class Walker:
                 except Bad as exc:
                     bad(f"item {i}: {exc.message}")
             elif isinstance(item, Mapping):
-                extra = set(item) - {"address", "tls"}
+                extra = set(item) - {"address", "tls", "proxy-protocol"}
                 if extra:
-                    bad(f"item {i}: unknown keys {sorted(extra)}; allowed: address, tls")
+                    bad(f"item {i}: unknown keys {sorted(extra)}; allowed: address, tls, proxy-protocol")
                 if "address" not in item:
                     bad(f"item {i}: 'address' is required")
                 try:
                     addr = listen_string(string(item["address"]), self.base)
                     tls = boolean(item["tls"]) if "tls" in item else None
+                    proxied = boolean(item["proxy-protocol"]) if "proxy-protocol" in item else False
                 except Bad as exc:
                     bad(f"item {i}: {exc.message}")
                 if tls is not None:
                     addr = attrs.evolve(addr, tls=tls)
+                if proxied:
+                    addr = attrs.evolve(addr, proxy_protocol=True)
                 out.append(addr)
             else:
                 bad(f"item {i} must be a string or a table, not {type_name(item)}")

@@ -119,14 +119,16 @@ def _quote(value: str) -> str:
 def forwarded_element(request: Request) -> bytes:
     """This hop's RFC 7239 ``Forwarded`` element: ``for=...;host=...;proto=...``.
 
-    ``for`` is the client's IP address (IPv6 in brackets, quoted), or
+    ``for`` is the address this request came from (IPv6 in brackets,
+    quoted; with ``forwarded-trust``, the proxy, not the client it named), or
     ``unknown`` on a unix socket; ``host`` is omitted when the client sent
     none.
     """
-    if request.client is None:
+    hop = request.peer or request.client  # the trusted proxy, when the client was learned from it
+    if hop is None:
         node = "unknown"
     else:
-        ip = request.client[0]
+        ip = hop[0]
         try:
             node = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
         except ValueError:
@@ -223,8 +225,10 @@ def backend_request(
         connection = b"close, upgrade"
 
     chain = [v.strip() for v in request.header_values(b"x-forwarded-for") if v.strip()]
-    if request.client is not None:
-        chain.append(request.client[0].encode("latin-1"))
+    # The hop this request came from: the trusted proxy when the client was learned from it.
+    hop = request.peer or request.client
+    if hop is not None:
+        chain.append(hop[0].encode("latin-1"))
     if chain:
         headers.append((b"x-forwarded-for", b", ".join(chain)))
     client_host = request.header(b"host")

@@ -321,6 +321,9 @@ class Request:
     """A WebSocket handshake: h1 ``Upgrade: websocket`` or h2 ``:protocol websocket``."""
     upgrade: bytes | None = None
     """The ``Upgrade`` header (h1) or ``:protocol`` (h2), if any."""
+    peer: tuple[str, int] | None = None
+    """The connection's own peer when :attr:`client` was learned from a trusted proxy's
+    ``X-Forwarded-For``/``Forwarded`` (``forwarded-trust``); ``None`` otherwise (then the peer is the client)."""
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case), or ``None``."""

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, final
 
+import attrs
 import trio
 from h2.errors import ErrorCodes
 
@@ -41,6 +42,7 @@ from wstrio._io.http.h1 import SERVER_HEADER
 from wstrio._io.http.h2.stream import H2Stream, H2StreamState
 from wstrio._io.streams.pipes import BROKEN
 from wstrio._sansio.accesslog import access_record, json_line, text_line
+from wstrio._sansio.http.forwarded import forwarded_client
 from wstrio._sansio.http.request import H2_CONNECTION_HEADERS, Request
 from wstrio._sansio.http.static import http_date
 
@@ -83,6 +85,7 @@ def _log_access(
     started: float,
     note: str,
     fields: Mapping[str, object] | None = None,
+    client: tuple[str, int] | None = None,
 ) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
@@ -90,7 +93,7 @@ def _log_access(
     if conn.config.access_log_format == "json":
         record = access_record(
             when=time.time(),
-            client=conn.client,
+            client=client if client is not None else conn.client,
             method=method.decode("latin-1"),
             target=target.decode("latin-1"),
             protocol="HTTP/2",
@@ -105,7 +108,14 @@ def _log_access(
     access_log.info(
         "%s",
         text_line(
-            conn.peer, method.decode("latin-1"), target.decode("latin-1"), "HTTP/2", status, sent, duration, note
+            f"{client[0]}:{client[1]}" if client is not None else conn.peer,
+            method.decode("latin-1"),
+            target.decode("latin-1"),
+            "HTTP/2",
+            status,
+            sent,
+            duration,
+            note,
         ),
     )
 
@@ -265,6 +275,10 @@ async def run_stream(conn: H2Connection, st: H2StreamState, headers: tuple[tuple
                     max_header_list_size=conn.config.max_request_field_size,
                     max_headers=conn.config.max_request_headers,
                 )
+                if conn.config.forwarded_trust:
+                    behind = forwarded_client(conn.client, request.headers, conn.config.forwarded_trust)
+                    if behind != conn.client:
+                        request = attrs.evolve(request, client=behind, peer=conn.client)
             except HttpError as exc:
                 log.info("%s: stream %d: %s", conn.peer, st.stream_id, exc)
                 await send_error(st, exc.status, exc.headers)
@@ -297,6 +311,7 @@ async def run_stream(conn: H2Connection, st: H2StreamState, headers: tuple[tuple
                 started,
                 exchange.note,
                 exchange.log_fields,
+                exchange.request.client,
             )
 
 
