@@ -180,6 +180,9 @@ class Backend:
     """``read-timeout``: seconds the backend may stay silent (0 = no limit)."""
     write_timeout: float = 0.0
     """``write-timeout``: seconds a write to the backend may block (0 = no limit)."""
+    send_proxy_protocol: str | None = None
+    """``send-proxy-protocol``: ``"v1"`` or ``"v2"``: every connection to this backend starts with a PROXY
+    protocol header naming the client (HAProxy's ``send-proxy``/``send-proxy-v2``); ``None``: none."""
     max_connections: int = 0
     """``max-connections``: connections to this backend at once (0 = no limit; nginx ``max_conns``).
 
@@ -485,6 +488,8 @@ def _check_backend(problems: list[tuple[str, str]], path: str, backend: Backend,
     if len(kinds) != 1:
         what = " and ".join(kinds) if kinds else "none"
         problems.append((path, f"needs exactly one of 'socket', 'host' and 'port', or 'app', not {what}"))
+    if backend.send_proxy_protocol not in (None, "v1", "v2"):
+        problems.append((f"{path}.send-proxy-protocol", f"must be 'v1' or 'v2', not {backend.send_proxy_protocol!r}"))
     if backend.app is not None:
         if handler != "wstunnel":
             problems.append((f"{path}.app", "in-process apps are only for wstunnel routes"))

@@ -18,8 +18,16 @@ import pytest
 import trio
 
 import wstrio
-from tests.helpers import RawClients, make_config, serve_tcp_backend, start_server
-from wstrio._sansio.proxyproto import V2_SIGNATURE
+from tests.helpers import (
+    OP_BINARY,
+    RawClients,
+    client_frame,
+    handshake_request,
+    make_config,
+    serve_tcp_backend,
+    start_server,
+)
+from wstrio._sansio.proxyproto import V2_SIGNATURE, encode_header
 
 ENV_SCRIPT = """\
 import os, sys
@@ -180,3 +188,57 @@ async def test_a_proxy_route_appends_the_hop_not_the_client_again(
     assert (await conn.request(request)).status == 200
     (head,) = seen
     assert b"\r\nx-forwarded-for: 198.51.100.7, 127.0.0.1\r\n" in head.lower()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_a_backend_learns_the_client_from_send_proxy_protocol(
+    nursery: trio.Nursery, raw: RawClients, version: str
+) -> None:
+    got: list[bytes] = []
+    arrived = trio.Event()
+
+    async def backend(stream: trio.SocketStream) -> None:
+        data = b""
+        while not data.endswith(b"hello"):
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            data += chunk
+        got.append(data)
+        arrived.set()
+
+    port = await serve_tcp_backend(nursery, backend)
+    config = {
+        "server": {
+            "listen": [{"address": "127.0.0.1:0", "proxy-protocol": True}],
+            "trusted-proxies": ["127.0.0.1"],
+            "shutdown-timeout": 0.25,
+        },
+        "route": [
+            {
+                "path": "/ws/",
+                "handler": "wstunnel",
+                "frame-type": "binary",
+                "backend": [{"host": "127.0.0.1", "port": port, "send-proxy-protocol": version}],
+            }
+        ],
+    }
+    server = await start_server(nursery, config)
+    conn = await raw.tcp(server.port)
+    # In: a balancer says the client is 203.0.113.7:56324, connected to 192.0.2.1:443.
+    await conn.send(b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 443\r\n" + handshake_request("/ws/"))
+    assert (await conn.read_head()).status == 101
+    await conn.send(client_frame(OP_BINARY, b"hello"))
+    with trio.fail_after(30):
+        await arrived.wait()
+    (data,) = got
+    # Out: the backend hears the same, before the tunnel's first byte.
+    expected = encode_header(1 if version == "v1" else 2, ("203.0.113.7", 56324), ("192.0.2.1", 443))
+    assert data == expected + b"hello"
+    await conn.read_frames_until_close()  # the backend has gone: CLOSE 1001, answered
+
+
+def test_send_proxy_protocol_values() -> None:
+    route = {"path": "/ws/", "handler": "wstunnel", "backend": [{"host": "h", "port": 1, "send-proxy-protocol": "v3"}]}
+    with pytest.raises(wstrio.ConfigError, match=r"route\[0\]\.backend\[0\]\.send-proxy-protocol"):
+        make_config({"route": [route]})

@@ -36,6 +36,7 @@ from wstrio._sansio.backends.address import BackendAddress, app_address, backend
 from wstrio._sansio.backends.balance import Balancer, should_reconnect
 from wstrio._sansio.backends.pool import pick_process
 from wstrio._sansio.http.request import Request
+from wstrio._sansio.proxyproto import encode_header
 
 __all__ = ["BackendLease", "RouteBackends", "make_route_backends"]
 
@@ -317,6 +318,19 @@ class RouteBackends:
                     break
                 reconnects += 1
                 continue
+            if backend.send_proxy_protocol is not None:
+                # The client's address first, before any byte of its own (send-proxy-protocol).
+                header = encode_header(2 if backend.send_proxy_protocol == "v2" else 1, request.client, request.server)
+                try:
+                    with trio.fail_after(backend.connect_timeout or math.inf):
+                        await stream.send_all(header)
+                except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                    await close_stream(stream)
+                    self.release_host(index)
+                    slot.load -= 1
+                    last_error = f"{slot.address}: sending the PROXY protocol header failed: {exc!r}"
+                    log.warning("backend %s failed: %s", backend.name, last_error)
+                    break
             self.balancer.mark_connected(index)
             self.shortage.over()
             set_nodelay(stream)

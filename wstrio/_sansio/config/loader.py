@@ -83,13 +83,14 @@ class _Loader(Walker):
             "check-local": boolean,
             "label": string,
             "app": import_object,
+            "send-proxy-protocol": choice("v1", "v2"),
         }
         before = len(self.problems)
         got = self.table(data, path, schema)
         if len(self.problems) > before:
             return None
         if "app" in got:
-            others = sorted(set(got) & {"host", "port", "socket", "bin-path"})
+            others = sorted(set(got) & {"host", "port", "socket", "bin-path", "send-proxy-protocol"})
             if others:
                 self.problem(path, f"an 'app' backend runs in wstrio; it takes no {', '.join(others)}")
                 return None
@@ -155,6 +156,7 @@ class _Loader(Walker):
             max_connections=got.get("max-connections", 0),
             check_local=got.get("check-local", True),
             label=got.get("label"),
+            send_proxy_protocol=got.get("send-proxy-protocol"),
         )
 
     def route(self, data: object, path: str) -> Route | None:
