@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import trio
+from websockets.exceptions import InvalidStatus
 
 from tests.helpers import (
     PID_ECHO_BACKEND,
@@ -155,7 +156,7 @@ async def test_a_wrapper_that_dies_takes_its_child_and_is_restarted(
         while True:
             try:
                 again = await ws_client(ws_backend_pid, url)
-            except OSError:
+            except (OSError, InvalidStatus):  # refused, or 503 while the new process starts
                 await trio.sleep(0.1)
                 continue
             if again != child:
