@@ -361,6 +361,10 @@ class ServerConfig:
     forwarded_trust: tuple[Network, ...] = attrs.field(default=(), converter=parse_networks)
     """``forwarded-trust``: the networks whose ``X-Forwarded-For`` / ``Forwarded`` headers are believed:
     the client is the rightmost address in them that is not itself in these networks."""
+    health_path: str | None = None
+    """``health-path``: a path (``"/healthz"``) answered ``200 ok`` to GET and HEAD, before any route or limit,
+    for load balancers' health checks; ``None``: none.  Once a graceful shutdown starts the listeners
+    close, so the checks fail and the balancer sends new clients elsewhere."""
     access_log: Path | None = None
     """``access-log``: a file for the access log (appended to; reopened on SIGUSR1), instead of the
     ``wstrio.access`` logger's usual destination (stderr with the CLI)."""
@@ -642,6 +646,10 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
     _count(problems, "server.max-request-headers", config.max_request_headers, 1, 10000)
     _count(problems, "server.workers", config.workers, 1, 256)
     _count(problems, "server.max-buffer-memory", config.max_buffer_memory, 0)
+    if config.health_path is not None and (
+        not isinstance(config.health_path, str) or not config.health_path.startswith("/")
+    ):
+        problems.append(("server.health-path", f"must be a path starting with '/', not {config.health_path!r}"))
     for key, nets in (("trusted-proxies", config.trusted_proxies), ("forwarded-trust", config.forwarded_trust)):
         for j, network in enumerate(nets):
             if (problem := network_problem(network)) is not None:
