@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers import RawClients, start_cli_server, toml_string
+from tests.helpers import RawClients, start_cli_server, start_server, toml_string
 from wstrio._io.systemd import inherited_sockets
 
 CGI_ENV = """\
@@ -153,3 +153,15 @@ def test_listen_strings(text: str, name: str | None) -> None:
     assert address.kind == "systemd"
     assert address.name == name
     assert str(address) == text
+
+
+async def test_an_embedded_server_leaves_listen_fds_alone(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The application embedding wstrio may use socket activation itself: a
+    # server that listens on no "systemd" address must not take the variables.
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    await start_server(nursery, {"server": {"listen": ["127.0.0.1:0"]}})
+    assert os.environ["LISTEN_FDS"] == "1"
+    assert os.environ["LISTEN_PID"] == str(os.getpid())

@@ -38,7 +38,7 @@ from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, 
 from wstrio._io.proxyproto import read_proxy_header
 from wstrio._io.streams.budget import BufferBudget
 from wstrio._io.streams.pipes import close_stream
-from wstrio._io.systemd import inherited_sockets
+from wstrio._io.systemd import inherited_sockets, taken_fds
 from wstrio._sansio.limits import allowed, client_key
 from wstrio._sansio.proxyproto import ProxyProtocolError
 from wstrio._sansio.resources import AcceptBackoff
@@ -555,7 +555,7 @@ async def _serve(
     server._context = context
     limiter = trio.Semaphore(config.max_connections)
     # Socket files wstrio created go when it stops; not those systemd passed (it owns them).
-    passed = {s.fd for s in inherited_sockets()}
+    passed = taken_fds()
     unix_paths = []
     for listener in [] if worker else listeners:
         sock = getattr(listener, "socket", None) or getattr(

@@ -28,7 +28,7 @@ from typing import final
 
 import attrs
 
-__all__ = ["InheritedSocket", "inherited_sockets", "notify", "reloading", "take_notify_socket"]
+__all__ = ["InheritedSocket", "inherited_sockets", "notify", "reloading", "take_notify_socket", "taken_fds"]
 
 log = logging.getLogger("wstrio.server")
 
@@ -110,3 +110,8 @@ def inherited_sockets(environ: dict[str, str] | None = None) -> list[InheritedSo
     if environ is None:
         _TAKEN = found
     return found
+
+
+def taken_fds() -> set[int]:
+    """The fds :func:`inherited_sockets` has taken so far (without reading, or clearing, the environment)."""
+    return {s.fd for s in _TAKEN or ()}
