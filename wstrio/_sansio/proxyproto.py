@@ -93,6 +93,13 @@ def v2_length(fixed: bytes) -> int:
     return V2_FIXED + length
 
 
+_TCP_FAMILIES: dict[int, tuple[type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address], int, str]] = {
+    0x11: (ipaddress.IPv4Address, 4, "TCP4"),
+    0x21: (ipaddress.IPv6Address, 16, "TCP6"),
+}
+"""Version-2 family byte -> (address class, address size, name), for TCP over IPv4 and IPv6."""
+
+
 def parse_v2(header: bytes) -> ProxyHeader:
     """A version-2 header (``header`` is exactly the header, addresses and TLVs included)."""
     if len(header) != v2_length(header[:V2_FIXED]):
@@ -106,20 +113,14 @@ def parse_v2(header: bytes) -> ProxyHeader:
     if command != 1:
         msg = f"PROXY v2 command {command}"
         raise ProxyProtocolError(msg)
-    if family == 0x11:  # TCP over IPv4
-        if len(body) < 12:
-            msg = "PROXY v2 TCP4 addresses cut short"
+    if family in _TCP_FAMILIES:
+        address, size, name = _TCP_FAMILIES[family]
+        if len(body) < 2 * size + 4:
+            msg = f"PROXY v2 {name} addresses cut short"
             raise ProxyProtocolError(msg)
-        src, dst = ipaddress.IPv4Address(body[0:4]), ipaddress.IPv4Address(body[4:8])
-        sport, dport = struct.unpack_from("!HH", body, 8)
+        src, dst = address(body[:size]), address(body[size : 2 * size])
+        sport, dport = struct.unpack_from("!HH", body, 2 * size)
         return ProxyHeader((str(src), sport), (str(dst), dport), 2)
-    if family == 0x21:  # TCP over IPv6
-        if len(body) < 36:
-            msg = "PROXY v2 TCP6 addresses cut short"
-            raise ProxyProtocolError(msg)
-        src6, dst6 = ipaddress.IPv6Address(body[0:16]), ipaddress.IPv6Address(body[16:32])
-        sport, dport = struct.unpack_from("!HH", body, 32)
-        return ProxyHeader((str(src6), sport), (str(dst6), dport), 2)
     if family in (0x00, 0x31):  # unspecified, or a unix stream socket: no address to use
         return ProxyHeader(None, None, 2)
     msg = f"PROXY v2 family {family:#04x} is not a stream this server serves"
