@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import attrs
 import h11
 import trio
+import trio.testing
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
 import wstrio
@@ -108,6 +109,20 @@ def missing_tool(path_or_name: str) -> bool:
 
     found = os.path.exists(path_or_name) if os.sep in path_or_name else shutil.which(path_or_name) is not None
     return not found and not NO_SKIP
+
+
+def loopback_clock() -> trio.testing.MockClock:
+    """Trio's virtual clock, jumping only after 20 ms of real idleness.
+
+    With pytest-trio's threshold of 0 the clock jumps whenever no task is
+    runnable, even while the kernel still has loopback bytes in flight: on a
+    loaded machine (softirqs deferred to ksoftirqd) a burst of such jumps made
+    ``max-write-idle`` expire in the middle of a 13 MB stream (a CI failure of
+    ``tests/faults/test_tunnel_faults.py``).  A real-time threshold keeps the
+    virtual clock still while data moves.  Modules whose tests move data over
+    real sockets on the virtual clock override ``autojump_clock`` with it.
+    """
+    return trio.testing.MockClock(autojump_threshold=0.02)
 
 
 RAW_TIMEOUT = 10.0

@@ -48,19 +48,6 @@ from tests.helpers import (
 pytestmark = pytest.mark.usefixtures("hub_switch")
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Trio's virtual clock, jumping only after 20 ms of real idleness.
-
-    With pytest-trio's threshold of 0 the clock jumps whenever no task is
-    runnable, even while the kernel still has loopback bytes in flight: on a
-    loaded machine (softirqs deferred to ksoftirqd) a burst of such jumps made
-    ``max-write-idle`` expire in the middle of a 13 MB stream (CI, seed 0).
-    A real-time threshold keeps the virtual clock still while data moves.
-    """
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
 SEEDS = range(3)
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 IDLE = 10.0

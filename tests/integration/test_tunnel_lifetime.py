@@ -12,12 +12,27 @@ import trio
 import trio.testing
 
 import wstrio
-from tests.helpers import OP_CLOSE, RawClient, client_frame, echo_route, read_head, serve_echo_tcp, serve_tcp_backend
+from tests.helpers import (
+    OP_CLOSE,
+    RawClient,
+    client_frame,
+    echo_route,
+    loopback_clock,
+    read_head,
+    serve_echo_tcp,
+    serve_tcp_backend,
+)
 from tests.helpers import start_server as start
 
 pytestmark = pytest.mark.usefixtures("hub_switch")
 
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """Busy tunnels over real sockets: the virtual clock waits for real idleness (see ``loopback_clock``)."""
+    return loopback_clock()
 
 
 async def _chatter(client: RawClient, until: float) -> None:
