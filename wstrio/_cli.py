@@ -19,6 +19,7 @@ import trio
 from wstrio._config import ServerConfig
 from wstrio._errors import ConfigError, WstrioError
 from wstrio._io import systemd
+from wstrio._io.accesslog import bare_lines_to
 from wstrio._io.grace import force_shutdown
 from wstrio._io.http.tls import ReloadableContext, listener_wants_tls
 from wstrio._io.preflight import preflight
@@ -331,14 +332,6 @@ def _check(path: str) -> int:
     return 0
 
 
-def _bare_access_lines() -> None:
-    access = logging.getLogger("wstrio.access")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.propagate = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -359,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.access_log_format == "json" and config.access_log is None:
             # JSON lines on stderr bare (no time/name/level in front), so that
             # each access line stays one JSON object.
-            _bare_access_lines()
+            bare_lines_to(sys.stderr)
         _open_file_limit(config)
         if args.command != "_worker":
             _log_preflight(config)  # once, not again in every worker

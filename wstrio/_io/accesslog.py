@@ -16,11 +16,14 @@ logrotate has moved it the lines go to a new file (``postrotate``:
 from __future__ import annotations
 
 import logging
-import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import final
+from typing import TextIO, final
 
-__all__ = ["AccessLogFile", "BARE", "TIMED"]
+from wstrio._sansio.accesslog import access_record, json_line, text_line
+
+__all__ = ["BARE", "TIMED", "AccessLogFile", "bare_lines_to", "log_access"]
 
 BARE = logging.Formatter("%(message)s")
 TIMED = logging.Formatter("%(asctime)s %(message)s")
@@ -28,13 +31,59 @@ TIMED = logging.Formatter("%(asctime)s %(message)s")
 _LOGGER = logging.getLogger("wstrio.access")
 
 
+def log_access(
+    *,
+    json_format: bool,
+    client: tuple[str, int] | None,
+    method: str,
+    target: str,
+    protocol: str,
+    status: int | None,
+    sent: int,
+    duration: float,
+    note: str,
+    fields: Mapping[str, object],
+) -> None:
+    """Write one request's access line (HTTP/1.1 and HTTP/2 alike), text or JSON."""
+    if not _LOGGER.isEnabledFor(logging.INFO):
+        return
+    if json_format:
+        record = access_record(
+            when=time.time(),
+            client=client,
+            method=method,
+            target=target,
+            protocol=protocol,
+            status=status,
+            sent=sent,
+            duration=duration,
+            note=note,
+            fields=fields,
+        )
+        _LOGGER.info("%s", json_line(record), extra={"access": record})
+        return
+    peer = f"{client[0]}:{client[1]}" if client is not None else "unix"
+    _LOGGER.info("%s", text_line(peer, method, target, protocol, status, sent, duration, note))
+
+
+def bare_lines_to(stream: TextIO) -> None:
+    """Send access lines to ``stream`` as they are (no time, name or level in front: JSON stays JSON)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(BARE)
+    _LOGGER.addHandler(handler)
+    _LOGGER.propagate = False
+
+
 @final
 class _ReopeningHandler(logging.FileHandler):
     def reopen(self) -> None:
-        with self.lock or threading.RLock():
+        self.acquire()
+        try:
             if self.stream is not None:
                 self.stream.close()
             self.stream = self._open()
+        finally:
+            self.release()
 
 
 @final

@@ -38,7 +38,7 @@ from typing import final
 
 import trio
 
-__all__ = ["KEEPER_PROGRAM", "Keeper"]
+__all__ = ["KEEPER_PROGRAM", "Keeper", "has_exited"]
 
 log = logging.getLogger("wstrio.backend")
 
@@ -71,6 +71,20 @@ for group in groups:
     except OSError:
         pass
 """
+
+
+def has_exited(pid: int) -> bool:
+    """Whether child ``pid`` has exited, without reaping it.
+
+    Until it is reaped an exited child is a zombie that keeps its pid, which
+    for a group leader is also the group id: a signal to the group can never
+    reach a stranger given a recycled pid.
+    """
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
+        return True
+
 
 STOP_WAIT = 15.0
 """How long, at the end, the keeper waits for the orderly stops to empty its list."""

@@ -36,7 +36,6 @@ from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
 from wstrio._io.proxyproto import read_proxy_header
-from wstrio._io.streams.budget import BufferBudget
 from wstrio._io.streams.pipes import close_stream
 from wstrio._io.systemd import inherited_sockets, taken_fds
 from wstrio._sansio.limits import allowed, client_key
@@ -98,8 +97,7 @@ class Server:
         self._addresses = tuple(a for a in map(_bound_address, self.listeners) if a is not None)
         self._active = 0
         self._total = 0
-        self._budget: BufferBudget | None = None  # the context's, set by _serve
-        self._context: ServerContext | None = None
+        self._context: ServerContext | None = None  # set by _serve
         self._access_log: AccessLogFile | None = None  # access-log, while serving
         # With a handler_nursery, connections outlive serve(); the services
         # they use (hub, timers, backends) stop once serving has stopped and
@@ -141,13 +139,13 @@ class Server:
 
     def statistics(self) -> ServerStatistics:
         """Counters of this server."""
-        budget = self._budget
+        context = self._context
         return ServerStatistics(
             connections_active=self._active,
             connections_total=self._total,
-            buffered_bytes=budget.held if budget is not None else 0,
-            buffered_peak=budget.peak if budget is not None else 0,
-            tunnels_active=self._context.tunnels if self._context is not None else 0,
+            buffered_bytes=context.budget.held if context is not None else 0,
+            buffered_peak=context.budget.peak if context is not None else 0,
+            tunnels_active=context.tunnels if context is not None else 0,
         )
 
     def reload_certificates(self) -> int:
@@ -288,7 +286,7 @@ async def _proxied_addresses(
     sock = getattr(transport, "socket", None)
     if sock is None:  # pragma: no cover - every proxy-protocol listener is a socket
         return None
-    with trio.move_on_after(config.max_request_head_time or math.inf):
+    with trio.move_on_after(handshake_time(config)):  # the first bytes, bounded as a TLS handshake is
         try:
             header = await read_proxy_header(sock)
         except (ProxyProtocolError, OSError) as exc:
@@ -297,7 +295,7 @@ async def _proxied_addresses(
         if header.source is None:  # LOCAL or UNKNOWN: the proxy speaks for itself
             return client, local
         return header.source, header.destination
-    conn_log.info("%s: no PROXY protocol header within max-request-head-time", peer)
+    conn_log.info("%s: no PROXY protocol header in time (max-request-head-time, max-read-idle)", peer)
     return None
 
 
@@ -551,20 +549,15 @@ async def _serve(
     (the supervisor owns both)."""
     context = ServerContext(config, connector or SocketConnector(), spawn=not worker)
     server = Server(config, listeners)
-    server._budget = context.budget
     server._context = context
     limiter = trio.Semaphore(config.max_connections)
     # Socket files wstrio created go when it stops; not those systemd passed (it owns them).
     passed = taken_fds()
     unix_paths = []
     for listener in [] if worker else listeners:
-        sock = getattr(listener, "socket", None) or getattr(
-            getattr(listener, "transport_listener", None), "socket", None
-        )
-        address = _bound_address(listener)
-        if address is not None and address.kind == "unix" and address.path is not None and sock is not None:
-            if sock.fileno() not in passed:
-                unix_paths.append(address.path)
+        address = _bound_address(listener)  # a TlsListener has .socket too
+        if address is not None and address.path is not None and listener.socket.fileno() not in passed:  # type: ignore[attr-defined]
+            unix_paths.append(address.path)
     try:
         if config.access_log is not None:
             try:

@@ -103,7 +103,10 @@ def inherited_sockets(environ: dict[str, str] | None = None) -> list[InheritedSo
             names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
             for i in range(count):
                 fd = SD_LISTEN_FDS_START + i
-                os.set_inheritable(fd, False)
+                try:
+                    os.set_inheritable(fd, False)
+                except OSError:  # LISTEN_FDS counts an fd that is not open: nothing passed there
+                    continue
                 found.append(InheritedSocket(fd, names[i] if i < len(names) else "unknown"))
     for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         env.pop(key, None)

@@ -47,7 +47,7 @@ import trio
 
 from wstrio._config import Backend
 from wstrio._errors import BackendExited
-from wstrio._io.keeper import Keeper
+from wstrio._io.keeper import Keeper, has_exited
 from wstrio._sansio.backends.address import BackendAddress, backend_address
 
 __all__ = ["SpawnedProcess", "make_preexec", "spawn_backend"]
@@ -158,12 +158,7 @@ class SpawnedProcess:
 
     def exited(self) -> bool:
         """Whether the leader has exited (without reaping it)."""
-        if self.popen.returncode is not None:
-            return True
-        try:
-            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:  # pragma: no cover - reaped behind our back
-            return True
+        return self.popen.returncode is not None or has_exited(self.pid)
 
     async def _wait_exit(self) -> None:
         if self._pidfd is not None:

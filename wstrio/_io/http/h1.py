@@ -34,16 +34,15 @@ import time
 from collections.abc import Sequence
 from typing import final
 
-import attrs
 import h11
 import trio
 
 from wstrio._config import ServerConfig
 from wstrio._errors import BadRequest, ClientGone, HttpError, InvalidResponse, RequestTimeout
+from wstrio._io.accesslog import log_access
 from wstrio._io.http.exchange import ConnectionContext, Upgraded, answer_asterisk, map_exceptions, reason_phrase
 from wstrio._io.streams.pipes import BROKEN
-from wstrio._sansio.accesslog import access_record, json_line, text_line
-from wstrio._sansio.http.forwarded import forwarded_client
+from wstrio._sansio.http.forwarded import behind_trusted_proxies
 from wstrio._sansio.http.request import Request, check_h1_framing
 from wstrio._sansio.http.static import http_date
 from wstrio._version import __version__
@@ -51,7 +50,6 @@ from wstrio._version import __version__
 __all__ = ["H1Exchange", "serve_h1"]
 
 log = logging.getLogger("wstrio.connection")
-access_log = logging.getLogger("wstrio.access")
 
 SERVER_HEADER = (b"server", f"wstrio/{__version__}".encode())
 _DRAIN_LIMIT = 1 << 20
@@ -402,10 +400,7 @@ async def _serve_requests(conn: _H1Connection, connection: ConnectionContext) ->
                 client=client,
                 server=server,
             )
-            if config.forwarded_trust:
-                behind = forwarded_client(client, request.headers, config.forwarded_trust)
-                if behind != client:
-                    request = attrs.evolve(request, client=behind, peer=client)
+            request = behind_trusted_proxies(request, config.forwarded_trust)
         except HttpError as exc:
             await _send_error(conn, exc.status, exc.headers)
             log.info("%s: %s", peer, exc)
@@ -451,28 +446,16 @@ async def _serve_requests(conn: _H1Connection, connection: ConnectionContext) ->
 
 
 def _log_access(request: Request, exchange: H1Exchange, duration: float) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    target = request.target.decode("latin-1")
-    protocol = f"HTTP/{request.http_version}"
-    if exchange._conn.config.access_log_format == "json":
-        record = access_record(
-            when=time.time(),
-            client=request.client,
-            method=request.method,
-            target=target,
-            protocol=protocol,
-            status=exchange.status,
-            sent=exchange.bytes_sent,
-            duration=duration,
-            note=exchange.note,
-            fields=exchange.log_fields,
-        )
-        access_log.info("%s", json_line(record), extra={"access": record})
-        return
     # The request's client: behind a trusted proxy, the one it spoke for (forwarded-trust).
-    peer = _peer_text(request.client)
-    line = text_line(
-        peer, request.method, target, protocol, exchange.status, exchange.bytes_sent, duration, exchange.note
+    log_access(
+        json_format=exchange._conn.config.access_log_format == "json",
+        client=request.client,
+        method=request.method,
+        target=request.target.decode("latin-1"),
+        protocol=f"HTTP/{request.http_version}",
+        status=exchange.status,
+        sent=exchange.bytes_sent,
+        duration=duration,
+        note=exchange.note,
+        fields=exchange.log_fields,
     )
-    access_log.info("%s", line)

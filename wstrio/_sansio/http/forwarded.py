@@ -15,9 +15,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+import attrs
+
+from wstrio._sansio.http.request import Request
 from wstrio._sansio.limits import Network, allowed
 
-__all__ = ["forwarded_client"]
+__all__ = ["behind_trusted_proxies", "forwarded_client"]
 
 
 def _address(text: str) -> str | None:
@@ -61,3 +64,13 @@ def forwarded_client(
         if not allowed(hop, trusted, ()):
             return current
     return current
+
+
+def behind_trusted_proxies(request: Request, trusted: Sequence[Network]) -> Request:
+    """``request`` with the client a trusted proxy named (its :attr:`~Request.peer` then the proxy); else as it is."""
+    if not trusted:
+        return request
+    client = forwarded_client(request.client, request.headers, trusted)
+    if client == request.client:
+        return request
+    return attrs.evolve(request, client=client, peer=request.client)

@@ -60,7 +60,7 @@ from wstrio._io.handlers.cgi.common import ProgramChannel, refuse, serve_program
 from wstrio._io.handlers.cgi.locate import locate_script
 from wstrio._io.handlers.cgi.stderr import StderrLog
 from wstrio._io.http.exchange import Exchange
-from wstrio._io.keeper import Keeper
+from wstrio._io.keeper import Keeper, has_exited
 from wstrio._io.reaper import Reaper
 from wstrio._io.streams.pipes import BROKEN, READ_SIZE
 
@@ -184,10 +184,7 @@ class _Script:
             await trio.sleep(0.05)
 
     def _exited(self) -> bool:
-        try:
-            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:  # already reaped
-            return True
+        return has_exited(self.process.pid)
 
     def _signal(self, sig: int) -> None:
         # The script leads its own process group (process_group=0), so the

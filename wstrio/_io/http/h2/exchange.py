@@ -32,17 +32,16 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, final
 
-import attrs
 import trio
 from h2.errors import ErrorCodes
 
 from wstrio._errors import ClientGone, HttpError, RequestTimeout
+from wstrio._io.accesslog import log_access
 from wstrio._io.http.exchange import Upgraded, answer_asterisk, map_exceptions, reason_phrase
 from wstrio._io.http.h1 import SERVER_HEADER
 from wstrio._io.http.h2.stream import H2Stream, H2StreamState
 from wstrio._io.streams.pipes import BROKEN
-from wstrio._sansio.accesslog import access_record, json_line, text_line
-from wstrio._sansio.http.forwarded import forwarded_client
+from wstrio._sansio.http.forwarded import behind_trusted_proxies
 from wstrio._sansio.http.request import H2_CONNECTION_HEADERS, Request
 from wstrio._sansio.http.static import http_date
 
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["FINISH_TIMEOUT", "H2Exchange", "run_stream", "send_error"]
 
 log = logging.getLogger("wstrio.connection")
-access_log = logging.getLogger("wstrio.access")
 
 FINISH_TIMEOUT = 5.0
 """Bound on ending one stream (END_STREAM or RST_STREAM reaching the socket)."""
@@ -87,36 +85,17 @@ def _log_access(
     fields: Mapping[str, object] | None = None,
     client: tuple[str, int] | None = None,
 ) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    duration = trio.current_time() - started
-    if conn.config.access_log_format == "json":
-        record = access_record(
-            when=time.time(),
-            client=client if client is not None else conn.client,
-            method=method.decode("latin-1"),
-            target=target.decode("latin-1"),
-            protocol="HTTP/2",
-            status=status,
-            sent=sent,
-            duration=duration,
-            note=note,
-            fields=fields or {},
-        )
-        access_log.info("%s", json_line(record), extra={"access": record})
-        return
-    access_log.info(
-        "%s",
-        text_line(
-            f"{client[0]}:{client[1]}" if client is not None else conn.peer,
-            method.decode("latin-1"),
-            target.decode("latin-1"),
-            "HTTP/2",
-            status,
-            sent,
-            duration,
-            note,
-        ),
+    log_access(
+        json_format=conn.config.access_log_format == "json",
+        client=client if client is not None else conn.client,
+        method=method.decode("latin-1"),
+        target=target.decode("latin-1"),
+        protocol="HTTP/2",
+        status=status,
+        sent=sent,
+        duration=trio.current_time() - started,
+        note=note,
+        fields=fields or {},
     )
 
 
@@ -275,10 +254,7 @@ async def run_stream(conn: H2Connection, st: H2StreamState, headers: tuple[tuple
                     max_header_list_size=conn.config.max_request_field_size,
                     max_headers=conn.config.max_request_headers,
                 )
-                if conn.config.forwarded_trust:
-                    behind = forwarded_client(conn.client, request.headers, conn.config.forwarded_trust)
-                    if behind != conn.client:
-                        request = attrs.evolve(request, client=behind, peer=conn.client)
+                request = behind_trusted_proxies(request, conn.config.forwarded_trust)
             except HttpError as exc:
                 log.info("%s: stream %d: %s", conn.peer, st.stream_id, exc)
                 await send_error(st, exc.status, exc.headers)
