@@ -7,7 +7,9 @@ configuration or startup failure, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     worker_p.add_argument("--listen-fds", required=True)
     worker_p.add_argument("--log-level", default="info")
     worker_p.add_argument("--worker-number", type=int, default=0)
+    worker_p.add_argument("--ready-fd", type=int, default=None)  # written to once the worker listens
     check_p = sub.add_parser("check", help="validate CONFIG and list every problem")
     check_p.add_argument("config", metavar="CONFIG", help="TOML configuration file ('-': standard input)")
     return parser
@@ -95,32 +98,94 @@ def _reload_certificates(server: Server) -> None:
         log.info("SIGHUP: no TLS listener, nothing to reload")
 
 
+def _rereadable(path: str) -> bool:
+    """Whether a SIGHUP can read the configuration again (a regular file; not a pipe or stdin)."""
+    return path != "-" and Path(path).is_file()
+
+
+def _reload_failure(exc: BaseException) -> str | None:
+    """What to log for a reload that failed with ``exc``, or None: not a reload failure (re-raise)."""
+    errors = _flatten(exc)
+    if all(isinstance(e, (OSError, WstrioError)) for e in errors):
+        return "\n".join(str(e) for e in errors)
+    return None
+
+
+async def _reload_server(server: Server, path: str) -> None:
+    """SIGHUP: read the configuration file again and serve it, keeping every open connection.
+
+    An invalid file, or one whose new parts cannot be used (a certificate, an
+    address, a ``bin-path`` program), is logged with the file and key, and
+    the running configuration stays.
+    """
+    systemd.reloading()
+    try:
+        if not _rereadable(path):
+            log.info("SIGHUP: the configuration came from a pipe and cannot be read again; re-reading the TLS files")
+            _reload_certificates(server)
+            return
+        try:
+            text, source, base_dir = read_config_file(path)
+            config = config_from_text(text, source=source, base_dir=base_dir)
+        except ConfigError as exc:
+            log.error("SIGHUP: the configuration is invalid; the running one stays:\n%s", exc)
+            return
+        _log_preflight(config)
+        try:
+            report = await server.reload(config)
+        except Exception as exc:
+            why = _reload_failure(exc)
+            if why is None:
+                raise
+            log.error("SIGHUP: cannot serve the new configuration; the running one stays:\n%s", why)
+            return
+        log.info("SIGHUP: reloaded %s: %s", source, report.describe())
+        if report.restart_needed:
+            changed = ", ".join(report.restart_needed)
+            log.warning("SIGHUP: %s changed; it takes effect when wstrio is restarted", changed)
+    finally:
+        systemd.notify("READY=1")
+
+
 async def _until_signalled(
     start: Callable[[trio.Nursery], Awaitable[object]],
     *,
-    on_hup: Callable[[], None],
+    on_hup: Callable[[], Awaitable[None]],
     on_stop: Callable[[str], None],
     on_force: Callable[[str], None],
     on_usr1: Callable[[], None] = lambda: None,
+    on_usr2: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Run what ``start`` starts until SIGINT or SIGTERM, then stop it gracefully.
 
-    SIGHUP calls ``on_hup``, SIGUSR1 ``on_usr1``.  The first SIGINT/SIGTERM cancels the run (the
-    graceful shutdown: tunnels get CLOSE 1001 and up to ``shutdown-timeout``);
-    a second one during it calls ``on_force``: stop waiting and exit now.
+    SIGHUP runs ``on_hup`` in the background, SIGUSR1 calls ``on_usr1``;
+    SIGUSR2 (only with ``on_usr2``) runs ``on_usr2`` and then stops as SIGTERM
+    does.  The first SIGINT/SIGTERM cancels the run (the graceful shutdown:
+    tunnels get CLOSE 1001 and up to ``shutdown-timeout``); a second one during it calls ``on_force``: stop waiting and exit now.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1) as signals:
+    handled = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1]
+    if on_usr2 is not None:
+        handled.append(signal.SIGUSR2)
+    with trio.open_signal_receiver(*handled) as signals:
         async with trio.open_nursery() as outer:
             main = trio.CancelScope()
 
+            async def then_stop(run: Callable[[], Awaitable[None]]) -> None:
+                await run()
+                main.cancel()
+
             async def watch() -> None:
-                stopping = False
+                stopping = retiring = False
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
-                        on_hup()
+                        outer.start_soon(on_hup)
                     elif signum == signal.SIGUSR1:
                         on_usr1()
+                    elif signum == signal.SIGUSR2:
+                        if on_usr2 is not None and not retiring:
+                            retiring = True
+                            outer.start_soon(then_stop, on_usr2)
                     elif not stopping:
                         stopping = True
                         on_stop(name)
@@ -171,7 +236,7 @@ async def _report_status(server: Server) -> None:
         await trio.sleep(STATUS_EVERY)
 
 
-async def _serve_until_signalled(config: ServerConfig) -> int:
+async def _serve_until_signalled(config: ServerConfig, path: str) -> int:
     servers: list[Server] = []
 
     async def start(nursery: trio.Nursery) -> None:
@@ -189,9 +254,9 @@ async def _serve_until_signalled(config: ServerConfig) -> int:
             config.shutdown_timeout,
         )
 
-    def on_hup() -> None:
+    async def on_hup() -> None:
         for server in servers:
-            _reload_certificates(server)
+            await _reload_server(server, path)
 
     def on_usr1() -> None:
         for server in servers:
@@ -200,18 +265,44 @@ async def _serve_until_signalled(config: ServerConfig) -> int:
     return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force, on_usr1=on_usr1)
 
 
-async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log_level: str) -> int:
+async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log_level: str, path: str) -> int:
     supervisor = Supervisor(config, text, log_level=log_level)
 
     async def start(nursery: trio.Nursery) -> None:
         await nursery.start(supervisor.run)
         systemd.notify(f"READY=1\nSTATUS={config.workers} workers")
 
-    def on_hup() -> None:
-        log.info("SIGHUP: passing it on to the workers")
+    async def on_hup() -> None:
         systemd.reloading()
-        supervisor.signal_workers(signal.SIGHUP)
-        systemd.notify("READY=1")
+        try:
+            if not _rereadable(path):
+                log.info("SIGHUP: the configuration came from a pipe; the workers re-read the TLS files only")
+                supervisor.signal_workers(signal.SIGHUP)
+                return
+            try:
+                new_text = ConfigText(*read_config_file(path))
+                new = config_from_text(new_text.text, source=new_text.source, base_dir=new_text.base_dir)
+            except ConfigError as exc:
+                log.error("SIGHUP: the configuration is invalid; the running one stays:\n%s", exc)
+                return
+            if new.workers < 2:
+                log.error(
+                    "SIGHUP: %s: server.workers: going from %d workers to one process takes a restart;"
+                    " the running configuration stays", new.source, supervisor.config.workers,
+                )  # fmt: skip
+                return
+            _log_preflight(new)
+            try:
+                line = await supervisor.reload(new_text, new)
+            except Exception as exc:
+                why = _reload_failure(exc)
+                if why is None:
+                    raise
+                log.error("SIGHUP: cannot serve the new configuration; the running one stays:\n%s", why)
+                return
+            log.info("SIGHUP: reloaded %s: %s", new.source, line)
+        finally:
+            systemd.notify("READY=1")
 
     def on_usr1() -> None:
         supervisor.signal_workers(signal.SIGUSR1)
@@ -232,7 +323,7 @@ async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log
     return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=on_force, on_usr1=on_usr1)
 
 
-async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
+async def _worker_until_signalled(config: ServerConfig, listen_fds: str, ready_fd: int | None = None) -> int:
     inherited = []
     for item in listen_fds.split(","):
         fd, *flags = item.split(":")
@@ -241,10 +332,23 @@ async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
 
     async def start(nursery: trio.Nursery) -> None:
         servers.append(await nursery.start(serve_worker, config, inherited))
+        if ready_fd is not None:  # tell the supervisor this worker listens
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"1")
+            os.close(ready_fd)
 
-    def on_hup() -> None:
+    async def on_hup() -> None:
+        # (Only when the configuration came from a pipe: else the supervisor
+        # reloads by starting new workers.)
         for server in servers:
             _reload_certificates(server)
+
+    async def on_usr2() -> None:
+        # The supervisor started workers for a new configuration: stop
+        # accepting, and exit when the last connection here has ended.
+        log.debug("SIGUSR2: finishing the open connections (drain-timeout %g s)", config.drain_timeout)
+        for server in servers:
+            await server.retire(config.drain_timeout)
 
     def on_stop(name: str) -> None:
         log.debug("%s: closing connections", name)
@@ -253,7 +357,9 @@ async def _worker_until_signalled(config: ServerConfig, listen_fds: str) -> int:
         for server in servers:
             _reopen_access_log(server)
 
-    return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=_force, on_usr1=on_usr1)
+    return await _until_signalled(
+        start, on_hup=on_hup, on_stop=on_stop, on_force=_force, on_usr1=on_usr1, on_usr2=on_usr2
+    )
 
 
 def _log_preflight(config: ServerConfig) -> None:
@@ -360,10 +466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().handlers[0].setFormatter(
                 logging.Formatter(f"%(asctime)s %(name)s[{args.worker_number}] %(levelname)s %(message)s")
             )
-            return trio.run(_worker_until_signalled, config, args.listen_fds)
+            return trio.run(_worker_until_signalled, config, args.listen_fds, args.ready_fd)
         if config.workers > 1:
-            return trio.run(_supervise_until_signalled, config, text, args.log_level)
-        return trio.run(_serve_until_signalled, config)
+            return trio.run(_supervise_until_signalled, config, text, args.log_level, args.config)
+        return trio.run(_serve_until_signalled, config, args.config)
     except ConfigError as exc:
         print(f"wstrio: invalid configuration:\n{exc}", file=sys.stderr)
         return 1

@@ -419,6 +419,10 @@ class ServerConfig:
     """``max-request-headers``: header fields allowed in a request (431 above)."""
     shutdown_timeout: float = 30.0
     """``shutdown-timeout``: grace period on SIGINT/SIGTERM before connections are cut."""
+    drain_timeout: float = 0.0
+    """``drain-timeout``: after a reload removed a spawned backend, how long its processes keep
+    serving the tunnels still open to them (0 = until the last one ends); with ``workers``, also
+    how long a worker of the old configuration keeps its connections."""
     tls: TlsConfig | None = None
     """``[server.tls]``: enables https/wss."""
     http2: bool = True
@@ -667,6 +671,7 @@ def check_config(config: ServerConfig) -> list[tuple[str, str]]:
         ("max-request-head-time", config.max_request_head_time),
         ("max-tunnel-lifetime", config.max_tunnel_lifetime),
         ("shutdown-timeout", config.shutdown_timeout),
+        ("drain-timeout", config.drain_timeout),
     ):
         _seconds(problems, f"server.{key}", value)
     for i, route in enumerate(config.routes):

@@ -35,7 +35,8 @@ import attrs
 
 from wstrio._config import Route, ServerConfig
 from wstrio._io.backends.connect import BackendConnector
-from wstrio._io.backends.route import RouteBackends, make_route_backends
+from wstrio._io.backends.pool import SpawnedPool
+from wstrio._io.backends.route import RouteBackends
 from wstrio._io.handlers import dispatch as _dispatch
 from wstrio._io.http.exchange import Exchange
 from wstrio._io.keeper import Keeper
@@ -47,7 +48,18 @@ from wstrio._sansio.http.request import Request
 from wstrio._sansio.limits import ConnectionCounter, RateLimiter
 from wstrio._sansio.routing import Router
 
-__all__ = ["RouteMatch", "ServerContext"]
+__all__ = ["RouteMatch", "RouteState", "ServerContext", "Services"]
+
+
+@final
+@attrs.define(eq=False)
+class RouteState:
+    """What one route counts while it runs; a reload that keeps the route keeps it too."""
+
+    per_ip: ConnectionCounter | None
+    """Route ``max-connections-per-ip``: requests (and tunnels) in progress per address."""
+    tunnels: int = 0
+    """WebSockets open now on this route (route ``max-tunnels``)."""
 
 
 @final
@@ -60,6 +72,8 @@ class RouteMatch:
     index: int
     """Its position in ``config.routes``."""
     _backends: RouteBackends | None
+    state: RouteState
+    """Its counters (open tunnels, requests per address)."""
 
     @property
     def backends(self) -> RouteBackends:
@@ -75,37 +89,10 @@ class RouteMatch:
 
 
 @final
-class ServerContext:
-    """What every connection of one server shares: config, routes, backends, timers, hub.
+class Services:
+    """What every configuration of one server shares: a reload keeps all of it."""
 
-    Args:
-        config: the server configuration.
-        connector: how backends are reached.
-        spawn: start ``bin-path`` backends here (``False`` in a worker
-            process: the supervisor runs them).
-    """
-
-    def __init__(self, config: ServerConfig, connector: BackendConnector, *, spawn: bool = True) -> None:
-        self.config = config
-        self.router = Router(config.routes)
-        self.backends: dict[int, RouteBackends] = make_route_backends(config.routes, connector, spawn=spawn)
-        """The backends of every route that has some, by route index (the server starts them)."""
-        self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
-        """The document root, symbolic links resolved (``None``: no static files)."""
-        self.connections_per_ip = ConnectionCounter(config.max_connections_per_ip)
-        """``server.max-connections-per-ip``: client connections per address (taken by the server's accept side)."""
-        self.request_rate = RateLimiter(config.request_rate, config.effective_request_burst)
-        """``request-rate``/``request-burst``: a token bucket per address, taken per request."""
-        self.route_per_ip = {
-            index: ConnectionCounter(route.max_connections_per_ip)
-            for index, route in enumerate(config.routes)
-            if route.max_connections_per_ip
-        }
-        """Route ``max-connections-per-ip``: requests (and tunnels) in progress per address, by route index."""
-        self.tunnels = 0
-        """WebSockets open now (``server.max-tunnels``), over HTTP/1.1 and HTTP/2."""
-        self.route_tunnels = dict.fromkeys(range(len(config.routes)), 0)
-        """WebSockets open now per route index (route ``max-tunnels``)."""
+    def __init__(self, config: ServerConfig) -> None:
         self.timers = TimerService()
         self.hub = Hub()
         self.reaper = Reaper()
@@ -114,6 +101,96 @@ class ServerContext:
         """What backpressured tunnels and relays hold, server-wide (``max-buffer-memory``)."""
         self.keeper = Keeper()
         """Kills the process groups this server started if it dies without stopping them."""
+        self.tunnels = 0
+        """WebSockets open now (``server.max-tunnels``), over HTTP/1.1 and HTTP/2."""
+
+
+@final
+class ServerContext:
+    """What every connection of one server shares: config, routes, backends, timers, hub.
+
+    Args:
+        config: the server configuration.
+        connector: how backends are reached.
+        spawn: start ``bin-path`` backends here (``False`` in a worker
+            process: the supervisor runs them).
+        previous: the context of the configuration this one replaces (a
+            reload).  The new one shares its services (timers, hub, keeper,
+            buffer budget, open-tunnel count); a route equal to one of the
+            old ones keeps its backends and counters, and a ``bin-path``
+            backend equal to an old one keeps its running pool.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        connector: BackendConnector,
+        *,
+        spawn: bool = True,
+        previous: ServerContext | None = None,
+    ) -> None:
+        self.config = config
+        self.router = Router(config.routes)
+        self.services: Services = previous.services if previous is not None else Services(config)
+        services = self.services
+        self.real_root = os.path.realpath(config.document_root) if config.document_root is not None else None
+        """The document root, symbolic links resolved (``None``: no static files)."""
+        old = previous.config if previous is not None else None
+        if previous is not None and old is not None and old.max_connections_per_ip == config.max_connections_per_ip:
+            self.connections_per_ip: ConnectionCounter = previous.connections_per_ip
+        else:
+            self.connections_per_ip = ConnectionCounter(config.max_connections_per_ip)
+        """``server.max-connections-per-ip``: client connections per address (taken by the server's accept side)."""
+        if (
+            previous is not None
+            and old is not None
+            and (old.request_rate, old.effective_request_burst)
+            == (
+                config.request_rate,
+                config.effective_request_burst,
+            )
+        ):
+            self.request_rate: RateLimiter = previous.request_rate
+        else:
+            self.request_rate = RateLimiter(config.request_rate, config.effective_request_burst)
+        """``request-rate``/``request-burst``: a token bucket per address, taken per request."""
+        self.timers = services.timers
+        self.hub = services.hub
+        self.reaper = services.reaper
+        self.budget = services.budget
+        self.keeper = services.keeper
+        self.backends: dict[int, RouteBackends] = {}
+        """The backends of every route that has some, by route index (the server starts them)."""
+        matches = []
+        kept_routes: list[int] = []  # indexes of the previous routes already taken
+        running = previous.spawned_pools() if previous is not None else []
+        for index, route in enumerate(config.routes):
+            same = None
+            if previous is not None:
+                same = next((m for m in previous._matches if m.route == route and m.index not in kept_routes), None)
+            if same is not None:
+                kept_routes.append(same.index)
+                backends = same._backends
+                state = same.state
+                for pool in backends.spawned_pools if backends is not None else ():
+                    running.remove(pool)
+            else:
+                backends = None
+                if route.backends:
+                    backends = RouteBackends(route, connector, spawn=spawn, running=running)
+                    for pool in backends.spawned_pools:
+                        if pool in running:
+                            running.remove(pool)
+                per_ip = ConnectionCounter(route.max_connections_per_ip) if route.max_connections_per_ip else None
+                state = RouteState(per_ip)
+            if backends is not None:
+                self.backends[index] = backends
+            matches.append(RouteMatch(route, index, backends=backends, state=state))
+        self._matches: tuple[RouteMatch, ...] = tuple(matches)
+        self.removed_pools = running
+        """The pools of the previous configuration that this one does not use (a reload drains them)."""
+        self.kept_routes = len(kept_routes)
+        """How many routes were taken over unchanged from the previous configuration."""
         self.starts_programs = any(r.handler == "cgi" for r in config.routes) or (
             spawn and any(b.spawned for r in config.routes for b in r.backends)
         )
@@ -124,9 +201,24 @@ class ServerContext:
         A partial, not a method that awaits it: no extra coroutine frame is
         kept alive per connection (an idle tunnel is waiting inside it).
         """
-        self._matches = tuple(
-            RouteMatch(route, index, backends=self.backends.get(index)) for index, route in enumerate(config.routes)
-        )
+
+    @property
+    def tunnels(self) -> int:
+        """WebSockets open now (``server.max-tunnels``), over HTTP/1.1 and HTTP/2, every configuration."""
+        return self.services.tunnels
+
+    @tunnels.setter
+    def tunnels(self, value: int) -> None:
+        self.services.tunnels = value
+
+    @property
+    def route_states(self) -> tuple[RouteState, ...]:
+        """Each route's counters, by route index."""
+        return tuple(m.state for m in self._matches)
+
+    def spawned_pools(self) -> list[SpawnedPool]:
+        """Every ``bin-path`` pool this configuration runs."""
+        return [pool for backends in self.backends.values() for pool in backends.spawned_pools]
 
     def match(self, request: Request) -> RouteMatch | None:
         """The route that takes ``request`` (see :class:`~wstrio._sansio.routing.Router`), or ``None``."""

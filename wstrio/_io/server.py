@@ -17,7 +17,7 @@ import math
 import os
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, final
 
@@ -29,6 +29,7 @@ from wstrio._config import ListenAddress, ServerConfig
 from wstrio._errors import ConfigError
 from wstrio._io.accesslog import AccessLogFile
 from wstrio._io.backends.connect import BackendConnector, SocketConnector
+from wstrio._io.backends.pool import SpawnedPool
 from wstrio._io.context import ServerContext
 from wstrio._io.handlers.dispatch import BUSY_RETRY_AFTER
 from wstrio._io.http.exchange import ConnectionContext, Exchange, send_simple
@@ -42,7 +43,7 @@ from wstrio._sansio.limits import allowed, client_key
 from wstrio._sansio.proxyproto import ProxyProtocolError
 from wstrio._sansio.resources import AcceptBackoff
 
-__all__ = ["Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
+__all__ = ["ReloadReport", "Server", "ServerStatistics", "open_listeners", "serve", "serve_listeners"]
 
 log = logging.getLogger("wstrio.server")
 conn_log = logging.getLogger("wstrio.connection")
@@ -69,6 +70,115 @@ class ServerStatistics:
     """The highest :attr:`buffered_bytes` since memory was last given back to the kernel."""
     tunnels_active: int = 0
     """WebSockets open now (tunnels and upgrades passed through), HTTP/1.1 and HTTP/2."""
+
+
+@final
+@attrs.frozen
+class ReloadReport:
+    """What :meth:`Server.reload` changed."""
+
+    routes: int
+    """Routes in the new configuration."""
+    routes_kept: int
+    """Of them, routes equal to one before: they keep their backends and counters."""
+    pools_started: int
+    """``bin-path`` backends new in this configuration, started."""
+    pools_kept: int
+    """``bin-path`` backends unchanged: their processes go on."""
+    pools_draining: int
+    """``bin-path`` backends no longer configured: they stop after their last connection (or ``drain-timeout``)."""
+    listeners_added: tuple[str, ...] = ()
+    """Addresses now listened on."""
+    listeners_removed: tuple[str, ...] = ()
+    """Addresses no longer listened on."""
+    restart_needed: tuple[str, ...] = ()
+    """Keys whose change takes effect only when wstrio is restarted (``workers``)."""
+
+    def describe(self) -> str:
+        """One line for the log."""
+        parts = [
+            f"{self.routes} route{'s' if self.routes != 1 else ''} ({self.routes_kept} unchanged)",
+            f"bin-path backends: {self.pools_kept} kept, {self.pools_started} started, {self.pools_draining} draining",
+        ]
+        if self.listeners_added:
+            parts.append("now listening on " + ", ".join(self.listeners_added))
+        if self.listeners_removed:
+            parts.append("no longer listening on " + ", ".join(self.listeners_removed))
+        if self.restart_needed:
+            parts.append("a restart is needed to change " + ", ".join(self.restart_needed))
+        return "; ".join(parts)
+
+
+@attrs.define(eq=False)
+class _Listening:
+    """One listener being accepted on, with what a reload or the stop needs to know."""
+
+    address: ListenAddress | None
+    """The ``listen`` entry it was opened for (``None``: handed to serve_listeners)."""
+    listener: trio.abc.Listener[trio.abc.Stream]
+    proxied: bool = False
+    """Connections start with a PROXY protocol header."""
+    unix_path: Path | None = None
+    """The socket file wstrio created (removed when the listener closes)."""
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    """The accept loop's."""
+
+    @property
+    def raw(self) -> trio.abc.Listener[trio.abc.Stream]:
+        """The listener without TLS."""
+        listener = self.listener
+        return listener.transport_listener if isinstance(listener, TlsListener) else listener
+
+    async def close(self) -> None:
+        self.scope.cancel()
+        if self.unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix_path)
+        with trio.CancelScope(shield=True):  # (it runs when serving is cancelled: every listener closes)
+            await trio.aclose_forcefully(self.listener)
+
+
+@final
+@attrs.frozen
+class _ListenPlan:
+    """How a reload changes the listeners: by the ``listen`` entries of the old and new configurations."""
+
+    kept: dict[_Listening, ListenAddress]
+    rewrapped: list[tuple[_Listening, ListenAddress, bool]]
+    """Same socket, new ``tls`` or ``proxy-protocol``: (listening, new address, serve TLS)."""
+    removed: list[_Listening]
+    added: list[ListenAddress]
+
+    @classmethod
+    def make(cls, server: Server, config: ServerConfig) -> _ListenPlan:
+        old_config = server.config
+        left = list(server._listening)
+        kept: dict[_Listening, ListenAddress] = {}
+        rewrapped: list[tuple[_Listening, ListenAddress, bool]] = []
+        added: list[ListenAddress] = []
+
+        def bind(address: ListenAddress | None) -> ListenAddress | None:
+            return None if address is None else attrs.evolve(address, tls=None, proxy_protocol=False)
+
+        for address in config.listen:
+            tls = listener_wants_tls(config, address.tls)
+            same = [
+                x for x in left
+                if x.address == address and listener_wants_tls(old_config, x.address.tls) == tls
+            ]  # fmt: skip
+            if same:
+                for x in same:
+                    kept[x] = address
+                    left.remove(x)
+                continue
+            moved = [x for x in left if bind(x.address) == bind(address)]
+            if moved:
+                for x in moved:
+                    rewrapped.append((x, address, tls))
+                    left.remove(x)
+                continue
+            added.append(address)
+        return cls(kept, rewrapped, left, added)
 
 
 def _bound_address(listener: trio.abc.Listener[trio.abc.Stream]) -> ListenAddress | None:
@@ -107,6 +217,24 @@ class Server:
         # One reloadable context per [server.tls], shared by its TLS listeners.
         tls_listeners = [x for x in self.listeners if isinstance(x, TlsListener)]
         self._tls_contexts = list({id(x.contexts): x.contexts for x in tls_listeners}.values())
+        # Set by _serve: what a reload needs.
+        self._limiter = trio.CapacityLimiter(config.max_connections)
+        self._listening: list[_Listening] = []
+        self._opened_from_config = False  # the listeners are config.listen's (serve()), so a reload changes them
+        self._tls: ReloadableContext | None = None  # the context of those TLS listeners
+        self._connector: BackendConnector = SocketConnector()
+        self._worker = False
+        self._services_nursery: trio.Nursery | None = None
+        self._accepting: trio.Nursery | None = None
+        self._handlers: trio.Nursery | None = None
+        self._reloading = trio.Lock()
+        self.reloads = 0
+        """Successful :meth:`reload` calls so far."""
+
+    def dispatch(self, exchange: Exchange) -> Awaitable[None]:
+        """Answer one request with the configuration current now (a reload applies to the next request)."""
+        assert self._context is not None
+        return self._context.dispatch(exchange)
 
     @property
     def addresses(self) -> tuple[ListenAddress, ...]:
@@ -164,6 +292,171 @@ class Server:
         for contexts in self._tls_contexts:
             contexts.reload()
         return len(self._tls_contexts)
+
+    async def reload(self, config: ServerConfig) -> ReloadReport:
+        """Serve ``config`` from now on, without dropping a connection (what SIGHUP does).
+
+        New connections, and the next request on a connection already open,
+        get the new routes.  What is open keeps running untouched: tunnels,
+        relays and CGI upgrades keep their backend.  In detail:
+
+        * a route equal to an old one keeps its backends (balancer state,
+          disabled hosts, queue) and counters;
+        * a ``bin-path`` backend equal to an old one keeps its processes; a
+          new one is started (before anything changes: when it cannot start,
+          nothing does); one no longer configured is stopped when its last
+          connection ends, or after ``drain-timeout``;
+        * with listeners :func:`serve` opened, addresses added to ``listen``
+          are bound and those removed are closed (an address whose ``tls`` or
+          ``proxy-protocol`` changed keeps its socket);
+        * the TLS certificate and key are read again;
+        * connection-level settings (timeouts, HTTP/2 settings) apply to new
+          connections; ``max-connections`` and ``max-buffer-memory`` at once.
+
+        ``workers`` cannot change in a running process: the report lists it in
+        ``restart_needed``.
+
+        Returns:
+            what changed.
+
+        Raises:
+            ConfigError: the new TLS files or access-log file cannot be used.
+            OSError: a new address cannot be bound.
+            BackendExited: a new ``bin-path`` backend cannot be started (in an
+                :class:`ExceptionGroup`).
+            RuntimeError: the server is not serving.
+
+            In every case the running configuration stays as it was.
+        """
+        async with self._reloading:
+            return await self._reload(config)
+
+    async def _reload(self, config: ServerConfig) -> ReloadReport:
+        old = self._context
+        services, accepting = self._services_nursery, self._accepting
+        if not self._serving or old is None or services is None or accepting is None:
+            msg = "the server is not serving"
+            raise RuntimeError(msg)
+        # 1. Everything that can fail, before anything changes.
+        tls_now = self._prepare_tls(config)
+        if config.access_log is not None and config.access_log != old.config.access_log:
+            try:
+                await trio.Path(config.access_log).touch()
+            except OSError as exc:
+                problem = f"cannot open {config.access_log} for appending: {exc.strerror or exc}"
+                raise ConfigError(config.source, [("server.access-log", problem)]) from exc
+        plan = _ListenPlan.make(self, config) if self._opened_from_config else None
+        contexts = tls_now[0][0] if self._opened_from_config and tls_now else self._tls
+        opened = await _open_addresses(config, plan.added, contexts) if plan is not None else []
+        new = ServerContext(config, self._connector, spawn=not self._worker, previous=old)
+        started: list[SpawnedPool] = []
+        try:
+            if new.starts_programs and not new.keeper.running:
+                await services.start(new.keeper.run)
+            for backends in new.backends.values():
+                fresh = [pool for pool in backends.spawned_pools if not pool.started]
+                await backends.start(services, new.keeper)
+                started.extend(fresh)
+        except BaseException:
+            for pool in started:
+                pool.stop()
+            for _, listeners in opened:
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+            raise
+        # 2. Commit: from here on nothing fails.
+        for contexts, replacement in tls_now:
+            contexts.take(replacement)
+        if self._opened_from_config and tls_now and self._tls is None:
+            self._tls = tls_now[0][0]
+        new.budget.limit = config.max_buffer_memory
+        self._limiter.total_tokens = config.max_connections
+        if (config.access_log, config.access_log_format) != (old.config.access_log, old.config.access_log_format):
+            if self._access_log is not None:
+                self._access_log.close()
+                self._access_log = None
+            if config.access_log is not None:
+                self._access_log = AccessLogFile(config.access_log, config.access_log_format == "json")
+        self._context = new
+        self.config = config
+        added: list[str] = []
+        removed: list[str] = []
+        if plan is not None:
+            for listening in plan.removed:
+                self._listening.remove(listening)
+                await listening.close()
+                removed.append(str(listening.address))
+            for listening, address, tls in plan.rewrapped:
+                listening.scope.cancel()
+                self._listening.remove(listening)
+                raw = listening.raw
+                wrapped: trio.abc.Listener[trio.abc.Stream] = raw
+                if tls:
+                    assert self._tls is not None
+                    wrapped = TlsListener(raw, self._tls)
+                moved = _Listening(address, wrapped, proxied=address.proxy_protocol, unix_path=listening.unix_path)
+                self._listening.append(moved)
+                accepting.start_soon(_accept_loop, moved, self)
+            for listening in plan.kept:
+                listening.address = plan.kept[listening]
+            for address, listeners in opened:
+                for listener in listeners:
+                    bound = _bound_address(listener)
+                    path = bound.path if bound is not None and not self._worker else None
+                    fresh_listening = _Listening(address, listener, proxied=address.proxy_protocol, unix_path=path)
+                    self._listening.append(fresh_listening)
+                    accepting.start_soon(_accept_loop, fresh_listening, self)
+                    _log_listening(listener, "now listening on")
+                added.append(str(address))
+            self.listeners = tuple(x.listener for x in self._listening)
+            self._addresses = tuple(a for a in map(_bound_address, self.listeners) if a is not None)
+        for pool in new.removed_pools:
+            services.start_soon(pool.drain, config.drain_timeout)
+        self.reloads += 1
+        kept_pools = len(new.spawned_pools()) - len(started)
+        return ReloadReport(
+            routes=len(config.routes),
+            routes_kept=new.kept_routes,
+            pools_started=len(started),
+            pools_kept=kept_pools,
+            pools_draining=len(new.removed_pools),
+            listeners_added=tuple(added),
+            listeners_removed=tuple(removed),
+            restart_needed=("workers",) if config.workers != old.config.workers else (),
+        )
+
+    async def retire(self, limit: float = 0.0) -> None:
+        """Stop accepting, and return once the last open connection has ended, or after ``limit`` s (0: no limit).
+
+        What a worker of an old configuration does after a reload (SIGUSR2
+        from the supervisor): the new workers take new connections, and the
+        tunnels open here run on untouched.  Cancelling the serve call
+        afterwards closes what is still open (CLOSE 1001).
+        """
+        self._serving = False
+        for listening in self._listening:
+            await listening.close()
+        if self._active == 0:
+            self._drained.set()
+        with trio.move_on_after(limit or math.inf):
+            await self._drained.wait()
+
+    def _prepare_tls(self, config: ServerConfig) -> list[tuple[ReloadableContext, ReloadableContext]]:
+        """Each TLS context to replace, with its replacement, loaded now (nothing changes yet).
+
+        Raises:
+            ConfigError: the certificate or key cannot be used.
+        """
+        if self._opened_from_config:
+            if not any(listener_wants_tls(config, address.tls) for address in config.listen):
+                return []
+            replacement = ReloadableContext.from_config(config)
+            return [(self._tls or replacement, replacement)]
+        out = []
+        for contexts in self._tls_contexts:
+            tls = config.tls if config.tls is not None else contexts.tls
+            out.append((contexts, ReloadableContext(tls, http2=config.http2, source=config.source)))
+        return out
 
     def reopen_access_log(self) -> bool:
         """Reopen the ``access-log`` file by name (what SIGUSR1 does, for logrotate).
@@ -319,7 +612,7 @@ async def _handle_connection(
                 *(client or ("unix", 0)),
                 context.config.max_connections_per_ip,
             )
-        await _serve_connection(stream, context, client, local, refuse=not admitted)
+        await _serve_connection(stream, context, client, local, refuse=not admitted, dispatch=server.dispatch)
     except Exception:
         conn_log.exception("connection from %s failed", client)
     finally:
@@ -354,15 +647,17 @@ async def _serve_connection(
     local: tuple[str, int] | None,
     *,
     refuse: bool = False,
+    dispatch: Callable[[Exchange], Awaitable[None]] | None = None,
 ) -> None:
     """TLS handshake (if any), then HTTP/2 or HTTP/1.1 on the connection.
 
     ``refuse``: the client is over ``max-connections-per-ip``: HTTP/1.1
     requests get 429 and the connection closes, HTTP/2 gets GOAWAY
-    ENHANCE_YOUR_CALM.
+    ENHANCE_YOUR_CALM.  ``dispatch`` answers each request (default:
+    ``context``'s; the server's follows reloads).
     """
     config = context.config
-    dispatch = _too_many_connections if refuse else context.dispatch
+    dispatch = _too_many_connections if refuse else dispatch or context.dispatch
     if isinstance(stream, trio.SSLStream):
         # A client that connects and says nothing must not hold the slot:
         # the whole handshake is bounded like a request head (handshake_time).
@@ -407,24 +702,22 @@ async def _serve_connection(
     await serve_h1(stream, ConnectionContext(config, dispatch, "http", client, local), initial=initial)
 
 
-async def _accept_loop(
-    listener: trio.abc.Listener[trio.abc.Stream],
-    limiter: trio.Semaphore,
-    nursery: trio.Nursery,
-    context: ServerContext,
-    server: Server,
-    proxied: bool = False,
-) -> None:
+async def _accept_loop(listening: _Listening, server: Server) -> None:
+    """Accept on one listener until cancelled (a reload that removes it cancels it; it is closed apart)."""
     backoff = AcceptBackoff()
-    async with listener:
+    listener = listening.listener
+    limiter = server._limiter
+    with listening.scope:
         while True:
             # At max-connections we stop accepting; new clients wait in the
-            # kernel's listen queue, as with lighttpd.
-            await limiter.acquire()
+            # kernel's listen queue, as with lighttpd.  (A CapacityLimiter, so
+            # that a reload can change max-connections.)
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                limiter.release()
+                limiter.release_on_behalf_of(token)
                 if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
                     # Out of file descriptors or memory: wait (backing off)
                     # and say so once per episode, not at every retry.
@@ -439,27 +732,32 @@ async def _accept_loop(
                     continue
                 raise
             except BaseException:
-                limiter.release()
+                limiter.release_on_behalf_of(token)
                 raise
             ended = backoff.succeeded(trio.current_time()) if backoff.in_episode else None
             if ended is not None:
                 log.warning("accepting again after %.1f s (%d failed accepts)", *ended)
             server._active += 1
             server._total += 1
-            nursery.start_soon(_run_connection, stream, limiter, context, server, proxied)
+            # The configuration current now: a reload applies to the next accept.
+            handlers, context = server._handlers, server._context
+            assert handlers is not None
+            assert context is not None
+            handlers.start_soon(_run_connection, stream, token, context, server, listening.proxied)
 
 
 async def _run_connection(
-    stream: trio.abc.Stream, limiter: trio.Semaphore, context: ServerContext, server: Server, proxied: bool = False
+    stream: trio.abc.Stream, token: object, context: ServerContext, server: Server, proxied: bool = False
 ) -> None:
     try:
         await _handle_connection(stream, context, server, proxied)
     finally:
-        limiter.release()
+        server._limiter.release_on_behalf_of(token)
 
 
-async def _start_services(nursery: trio.Nursery, context: ServerContext) -> None:
+async def _start_services(nursery: trio.Nursery, context: ServerContext, server: Server) -> None:
     """Start what connections use: the keeper, backend pools, the timers, the reaper and the hub."""
+    server._services_nursery = nursery  # where a reload starts new pools
     if context.starts_programs:
         # First, so that it stops last: it waits for the pools and the
         # reaper to stop their processes, then kills what is left.
@@ -477,7 +775,7 @@ async def _run_services(
 ) -> None:
     """The services in a ``handler_nursery``: until serving stopped and the last connection ended."""
     async with trio.open_nursery() as nursery:
-        await _start_services(nursery, context)
+        await _start_services(nursery, context, server)
         task_status.started()
         await server._drained.wait()
         if server._access_log is not None:
@@ -542,22 +840,35 @@ async def _serve(
     handler_nursery: trio.Nursery | None = None,
     worker: bool = False,
     proxied: frozenset[int] = frozenset(),
+    listen: Sequence[tuple[ListenAddress, Sequence[trio.abc.Listener[trio.abc.Stream]]]] | None = None,
+    tls: ReloadableContext | None = None,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """serve_listeners' body.  ``worker=True``: a worker process of ``workers = N``,
     which neither spawns ``bin-path`` backends nor removes unix socket files
-    (the supervisor owns both)."""
-    context = ServerContext(config, connector or SocketConnector(), spawn=not worker)
+    (the supervisor owns both).  ``listen``: the listeners opened for each
+    address of ``config.listen`` (by :func:`serve`; a reload then adds and
+    removes listeners), with ``tls`` the context of their TLS ones."""
+    connector = connector or SocketConnector()
+    context = ServerContext(config, connector, spawn=not worker)
     server = Server(config, listeners)
     server._context = context
-    limiter = trio.Semaphore(config.max_connections)
+    server._connector = connector
+    server._worker = worker
+    server._tls = tls
     # Socket files wstrio created go when it stops; not those systemd passed (it owns them).
     passed = taken_fds()
-    unix_paths = []
-    for listener in [] if worker else listeners:
-        address = _bound_address(listener)  # a TlsListener has .socket too
-        if address is not None and address.path is not None and listener.socket.fileno() not in passed:  # type: ignore[attr-defined]
-            unix_paths.append(address.path)
+    groups: list[tuple[ListenAddress | None, Sequence[trio.abc.Listener[trio.abc.Stream]]]]
+    groups = list(listen) if listen is not None else [(None, listeners)]
+    server._opened_from_config = listen is not None
+    for address, opened in groups:
+        for listener in opened:
+            bound = _bound_address(listener)  # a TlsListener has .socket too
+            path = None
+            if not worker and bound is not None and bound.path is not None:
+                if listener.socket.fileno() not in passed:  # type: ignore[attr-defined]
+                    path = bound.path
+            server._listening.append(_Listening(address, listener, proxied=id(listener) in proxied, unix_path=path))
     try:
         if config.access_log is not None:
             try:
@@ -567,23 +878,18 @@ async def _serve(
                 raise ConfigError(config.source, [("server.access-log", problem)]) from exc
         async with trio.open_nursery() as backend_nursery:
             if handler_nursery is None:
-                await _start_services(backend_nursery, context)
+                await _start_services(backend_nursery, context, server)
             else:
                 # The connections run in handler_nursery and outlive this
                 # call (as with trio.serve_tcp), so what they use must too.
                 await handler_nursery.start(_run_services, context, server)
             async with trio.open_nursery() as connection_nursery:
-                target = handler_nursery or connection_nursery
-                for listener in listeners:
-                    connection_nursery.start_soon(
-                        _accept_loop, listener, limiter, target, context, server, id(listener) in proxied
-                    )
-                for listener in listeners:
-                    address = _bound_address(listener)
-                    if address is not None:
-                        scheme = "https" if isinstance(listener, (TlsListener, trio.SSLListener)) else "http"
-                        where = f"{scheme}://{address}" if address.kind == "tcp" else f"{address} ({scheme})"
-                        log.info("listening on %s", where)
+                server._accepting = connection_nursery
+                server._handlers = handler_nursery or connection_nursery
+                for listening in server._listening:
+                    connection_nursery.start_soon(_accept_loop, listening, server)
+                for listening in server._listening:
+                    _log_listening(listening.listener)
                 task_status.started(server)
             backend_nursery.cancel_scope.cancel()
     finally:
@@ -594,13 +900,18 @@ async def _serve(
             # (With a handler nursery, connections still log after this: the
             # services close it after the last one.)
             server._access_log.close()
-        for path in unix_paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        for listening in server._listening:
+            await listening.close()
     msg = "_serve ended without being cancelled"  # pragma: no cover
     raise AssertionError(msg)  # pragma: no cover
+
+
+def _log_listening(listener: trio.abc.Listener[trio.abc.Stream], verb: str = "listening on") -> None:
+    address = _bound_address(listener)
+    if address is not None:
+        scheme = "https" if isinstance(listener, (TlsListener, trio.SSLListener)) else "http"
+        where = f"{scheme}://{address}" if address.kind == "tcp" else f"{address} ({scheme})"
+        log.info("%s %s", verb, where)
 
 
 async def serve_worker(
@@ -657,25 +968,40 @@ async def serve(
     contexts = None
     if any(listener_wants_tls(config, address.tls) for address in config.listen):
         contexts = ReloadableContext.from_config(config)
-    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
-    proxied: list[trio.abc.Listener[trio.abc.Stream]] = []
-    try:
-        for address in config.listen:
-            opened: Sequence[trio.abc.Listener[trio.abc.Stream]] = await open_listeners([address])
-            if contexts is not None and listener_wants_tls(config, address.tls):
-                opened = [TlsListener(listener, contexts) for listener in opened]
-            listeners.extend(opened)
-            if address.proxy_protocol:
-                proxied.extend(opened)
-    except BaseException:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
-        raise
-    await serve_listeners(
+    groups = await _open_addresses(config, config.listen, contexts)
+    listeners = [listener for _, opened in groups for listener in opened]
+    proxied = [listener for address, opened in groups if address.proxy_protocol for listener in opened]
+    await _serve(
         config,
         listeners,
         connector=connector,
         handler_nursery=handler_nursery,
-        proxy_protocol=proxied,
+        proxied=frozenset(map(id, proxied)),
+        listen=groups,
+        tls=contexts,
         task_status=task_status,
     )
+
+
+async def _open_addresses(
+    config: ServerConfig, addresses: Sequence[ListenAddress], contexts: ReloadableContext | None
+) -> list[tuple[ListenAddress, list[trio.abc.Listener[trio.abc.Stream]]]]:
+    """Bind each address, wrapping the TLS ones (``contexts``); all or none.
+
+    Raises:
+        OSError: an address cannot be bound (those bound before are closed).
+    """
+    groups: list[tuple[ListenAddress, list[trio.abc.Listener[trio.abc.Stream]]]] = []
+    try:
+        for address in addresses:
+            opened: list[trio.abc.Listener[trio.abc.Stream]] = list(await open_listeners([address]))
+            if listener_wants_tls(config, address.tls):
+                assert contexts is not None
+                opened = [TlsListener(listener, contexts) for listener in opened]
+            groups.append((address, opened))
+    except BaseException:
+        for _, opened in groups:
+            for listener in opened:
+                await trio.aclose_forcefully(listener)
+        raise
+    return groups

@@ -27,6 +27,9 @@ __all__ = ["Slot", "SpawnedPool"]
 
 log = logging.getLogger("wstrio.backend")
 
+_DRAIN_POLL = 0.5
+"""Seconds between two looks at a draining pool's load."""
+
 
 @attrs.define(eq=False)
 class Slot:
@@ -67,6 +70,17 @@ class SpawnedPool:
         # Newest first, as lighttpd keeps its process list.
         self.slots: list[Slot] = []
         self._nursery: trio.Nursery | None = None
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`run` has been started (a reload keeps such a pool running)."""
+        return self._scope is not None
+
+    @property
+    def load(self) -> int:
+        """Connections to this pool's processes open now."""
+        return sum(s.load for s in self.slots)
 
     @property
     def running(self) -> int:
@@ -74,15 +88,49 @@ class SpawnedPool:
         return sum(1 for s in self.slots if s.running)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for _ in range(self.policy.min_procs):
-                await self._start_slot()
-            task_status.started()
-            if self.policy.adaptive:
-                while True:
-                    await trio.sleep(1.0)
-                    self._tick(trio.current_time())
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for _ in range(self.policy.min_procs):
+                    await self._start_slot()
+                task_status.started()
+                if self.policy.adaptive:
+                    while True:
+                        await trio.sleep(1.0)
+                        self._tick(trio.current_time())
+                else:
+                    await trio.sleep_forever()
+
+    def stop(self) -> None:
+        """Stop every process now (as cancelling :meth:`run` does)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def drain(self, limit: float) -> None:
+        """Stop the processes once no connection uses them, or after ``limit`` seconds (0: no limit).
+
+        What a reload does with a pool the new configuration no longer has:
+        the tunnels open to it keep running until they end.
+        """
+        load = self.load
+        if load:
+            bound = f"up to {limit:g} s (drain-timeout)" if limit else "however long they last"
+            log.info(
+                "%s: no longer configured; its processes stop when its %d open connection%s end (%s)",
+                self.backend.name, load, "s" if load != 1 else "", bound,
+            )  # fmt: skip
+        with trio.move_on_after(limit or math.inf) as waited:
+            # Polled: the load is a sum that every lease changes, and a pool drains once per reload.
+            while self.load:  # noqa: ASYNC110
+                await trio.sleep(_DRAIN_POLL)
+        if waited.cancelled_caught:
+            log.warning(
+                "%s: drain-timeout (%g s) passed with %d connections open; stopping its processes",
+                self.backend.name, limit, self.load,
+            )  # fmt: skip
+        else:
+            log.info("%s: no longer configured and no connection left; stopping its processes", self.backend.name)
+        self.stop()
 
     def _tick(self, now: float) -> None:
         live = [s for s in self.slots if s.scope is not None and not s.scope.cancel_called]

@@ -116,8 +116,18 @@ class BackendLease:
 class RouteBackends:
     """The backends of one route, with balancing and failover."""
 
-    def __init__(self, route: Route, connector: BackendConnector, *, spawn: bool = True) -> None:
+    def __init__(
+        self,
+        route: Route,
+        connector: BackendConnector,
+        *,
+        spawn: bool = True,
+        running: Sequence[SpawnedPool] = (),
+    ) -> None:
+        """``running``: pools of an earlier configuration (a reload); one whose backend equals one of
+        this route's is used for it, processes and all, instead of a new one."""
         self.route = route
+        self._started = False
         self.connector = connector
         self.shortage = _Shortage()
         self._waiters: collections.deque[trio.Event] = collections.deque()
@@ -132,7 +142,8 @@ class RouteBackends:
                 self.pools.append(None)
                 self._static_slots.append([Slot(backend_address(backend, i)) for i in range(backend.max_procs)])
             elif backend.spawned:
-                self.pools.append(SpawnedPool(backend))
+                kept = next((p for p in running if p.backend == backend and p not in self.pools), None)
+                self.pools.append(kept if kept is not None else SpawnedPool(backend))
                 self._static_slots.append([])
             elif backend.app is not None:
                 self.pools.append(None)
@@ -150,17 +161,27 @@ class RouteBackends:
     async def start(self, nursery: trio.Nursery, keeper: Keeper | None = None) -> None:
         """Resolve host names for ``hash``/``sticky``, and start the spawned pools in ``nursery``.
 
-        ``keeper`` is told of every process the pools start and stop.
+        ``keeper`` is told of every process the pools start and stop.  Pools
+        already running (kept by a reload) are left as they are; a second
+        call does nothing.
         """
+        if self._started:
+            return
+        self._started = True
         if self.route.balance in ("hash", "sticky"):
             # lighttpd hashes the address it resolved at startup, so keys
             # land where lighttpd would put them.  (Connections still resolve
             # the name each time: lighttpd's resolve-once is a bug.)
             self.balancer = Balancer.for_route(self.route, [await _resolve(b) for b in self.route.backends])
         for pool in self.pools:
-            if pool is not None:
+            if pool is not None and not pool.started:
                 pool.keeper = keeper
                 await nursery.start(pool.run)
+
+    @property
+    def spawned_pools(self) -> list[SpawnedPool]:
+        """The pools of this route's ``bin-path`` backends (run here, not in a worker)."""
+        return [pool for pool in self.pools if pool is not None]
 
     def connect(self, request: Request) -> contextlib.AbstractAsyncContextManager[BackendLease]:
         """Connect to a backend chosen by the route's balance rule.

@@ -105,7 +105,8 @@ async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
     if not allowed(host, route.allow, route.deny):
         await _refuse(exchange, 403, f"the client address is not allowed on route {match.index} (allow/deny)")
         return
-    per_ip = ctx.route_per_ip.get(match.index)
+    state = match.state
+    per_ip = state.per_ip
     if per_ip is not None and not per_ip.acquire(key):
         why = f"over route {match.index}'s max-connections-per-ip ({route.max_connections_per_ip})"
         await _refuse(exchange, 429, why, BUSY_RETRY_AFTER)
@@ -115,21 +116,22 @@ async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
         if not tunnel:
             await _run(exchange, match, ctx)
             return
-        if ctx.tunnels >= ctx.config.effective_max_tunnels:
+        if ctx.services.tunnels >= ctx.config.effective_max_tunnels:
             why = f"max-tunnels ({ctx.config.effective_max_tunnels}) WebSockets are open"
             await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
             return
-        if route.max_tunnels and ctx.route_tunnels[match.index] >= route.max_tunnels:
+        if route.max_tunnels and state.tunnels >= route.max_tunnels:
             why = f"route {match.index}'s max-tunnels ({route.max_tunnels}) WebSockets are open"
             await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
             return
-        ctx.tunnels += 1
-        ctx.route_tunnels[match.index] += 1
+        services = ctx.services
+        services.tunnels += 1
+        state.tunnels += 1
         try:
             await _run(exchange, match, ctx)
         finally:
-            ctx.tunnels -= 1
-            ctx.route_tunnels[match.index] -= 1
+            services.tunnels -= 1
+            state.tunnels -= 1
     finally:
         if per_ip is not None:
             per_ip.release(key)
