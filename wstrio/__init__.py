@@ -20,6 +20,7 @@ from wstrio._errors import HandshakeRejected as HandshakeRejected
 from wstrio._errors import HttpError as HttpError
 from wstrio._errors import WstrioError as WstrioError
 from wstrio._io.backends.connect import BackendConnector as BackendConnector
+from wstrio._io.server import ReloadReport as ReloadReport
 from wstrio._io.server import Server as Server
 from wstrio._io.server import ServerStatistics as ServerStatistics
 from wstrio._io.server import open_listeners as open_listeners

@@ -161,7 +161,8 @@ async def _until_signalled(
     SIGHUP runs ``on_hup`` in the background, SIGUSR1 calls ``on_usr1``;
     SIGUSR2 (only with ``on_usr2``) runs ``on_usr2`` and then stops as SIGTERM
     does.  The first SIGINT/SIGTERM cancels the run (the graceful shutdown:
-    tunnels get CLOSE 1001 and up to ``shutdown-timeout``); a second one during it calls ``on_force``: stop waiting and exit now.
+    tunnels get CLOSE 1001 and up to ``shutdown-timeout``); a second one
+    during it calls ``on_force``: stop waiting and exit now.
     """
     handled = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1]
     if on_usr2 is not None:

@@ -120,6 +120,8 @@ class _Listening:
     """Connections start with a PROXY protocol header."""
     unix_path: Path | None = None
     """The socket file wstrio created (removed when the listener closes)."""
+    group: int = 0
+    """Which ``listen`` entry opened it (an address such as ``localhost:80`` opens several)."""
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     """The accept loop's."""
 
@@ -152,7 +154,9 @@ class _ListenPlan:
     @classmethod
     def make(cls, server: Server, config: ServerConfig) -> _ListenPlan:
         old_config = server.config
-        left = list(server._listening)
+        groups: dict[int, list[_Listening]] = {}
+        for listening in server._listening:
+            groups.setdefault(listening.group, []).append(listening)
         kept: dict[_Listening, ListenAddress] = {}
         rewrapped: list[tuple[_Listening, ListenAddress, bool]] = []
         added: list[ListenAddress] = []
@@ -160,25 +164,24 @@ class _ListenPlan:
         def bind(address: ListenAddress | None) -> ListenAddress | None:
             return None if address is None else attrs.evolve(address, tls=None, proxy_protocol=False)
 
+        def old_tls(group: list[_Listening]) -> bool:
+            address = group[0].address
+            return address is not None and listener_wants_tls(old_config, address.tls)
+
         for address in config.listen:
             tls = listener_wants_tls(config, address.tls)
-            same = [
-                x for x in left
-                if x.address == address and listener_wants_tls(old_config, x.address.tls) == tls
-            ]  # fmt: skip
-            if same:
-                for x in same:
+            same = next((g for g, x in groups.items() if x[0].address == address and old_tls(x) == tls), None)
+            if same is not None:
+                for x in groups.pop(same):
                     kept[x] = address
-                    left.remove(x)
                 continue
-            moved = [x for x in left if bind(x.address) == bind(address)]
-            if moved:
-                for x in moved:
-                    rewrapped.append((x, address, tls))
-                    left.remove(x)
+            moved = next((g for g, x in groups.items() if bind(x[0].address) == bind(address)), None)
+            if moved is not None:
+                rewrapped.extend((x, address, tls) for x in groups.pop(moved))
                 continue
             added.append(address)
-        return cls(kept, rewrapped, left, added)
+        removed = [x for group in groups.values() for x in group]
+        return cls(kept, rewrapped, removed, added)
 
 
 def _bound_address(listener: trio.abc.Listener[trio.abc.Stream]) -> ListenAddress | None:
@@ -220,6 +223,7 @@ class Server:
         # Set by _serve: what a reload needs.
         self._limiter = trio.CapacityLimiter(config.max_connections)
         self._listening: list[_Listening] = []
+        self._groups = 1 << 20  # numbers for the listen entries a reload adds
         self._opened_from_config = False  # the listeners are config.listen's (serve()), so a reload changes them
         self._tls: ReloadableContext | None = None  # the context of those TLS listeners
         self._connector: BackendConnector = SocketConnector()
@@ -394,16 +398,22 @@ class Server:
                 if tls:
                     assert self._tls is not None
                     wrapped = TlsListener(raw, self._tls)
-                moved = _Listening(address, wrapped, proxied=address.proxy_protocol, unix_path=listening.unix_path)
+                moved = _Listening(
+                    address, wrapped, proxied=address.proxy_protocol, unix_path=listening.unix_path,
+                    group=listening.group,
+                )  # fmt: skip
                 self._listening.append(moved)
                 accepting.start_soon(_accept_loop, moved, self)
             for listening in plan.kept:
                 listening.address = plan.kept[listening]
             for address, listeners in opened:
+                self._groups += 1
                 for listener in listeners:
                     bound = _bound_address(listener)
                     path = bound.path if bound is not None and not self._worker else None
-                    fresh_listening = _Listening(address, listener, proxied=address.proxy_protocol, unix_path=path)
+                    fresh_listening = _Listening(
+                        address, listener, proxied=address.proxy_protocol, unix_path=path, group=self._groups
+                    )
                     self._listening.append(fresh_listening)
                     accepting.start_soon(_accept_loop, fresh_listening, self)
                     _log_listening(listener, "now listening on")
@@ -861,14 +871,16 @@ async def _serve(
     groups: list[tuple[ListenAddress | None, Sequence[trio.abc.Listener[trio.abc.Stream]]]]
     groups = list(listen) if listen is not None else [(None, listeners)]
     server._opened_from_config = listen is not None
-    for address, opened in groups:
+    for group, (address, opened) in enumerate(groups):
         for listener in opened:
             bound = _bound_address(listener)  # a TlsListener has .socket too
             path = None
             if not worker and bound is not None and bound.path is not None:
                 if listener.socket.fileno() not in passed:  # type: ignore[attr-defined]
                     path = bound.path
-            server._listening.append(_Listening(address, listener, proxied=id(listener) in proxied, unix_path=path))
+            server._listening.append(
+                _Listening(address, listener, proxied=id(listener) in proxied, unix_path=path, group=group)
+            )
     try:
         if config.access_log is not None:
             try:
