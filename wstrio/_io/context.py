@@ -1,8 +1,12 @@
-"""What every connection of one server shares: the server context.
+"""What every connection of one configuration shares: the server context.
 
-:class:`ServerContext` is built once per server (by :func:`wstrio.serve`
-and friends, or by a test) and handed to every handler with the request's
-:class:`RouteMatch`:
+:class:`ServerContext` is built once per configuration (by :func:`wstrio.serve`
+and friends, by :meth:`wstrio.Server.reload`, or by a test) and handed to
+every handler with the request's :class:`RouteMatch`.  What outlives a
+reload (the timers, the hub, the reaper, the keeper, the buffer budget and
+the count of open tunnels) is in :class:`Services`, which a reloaded
+context shares with the one before; a route equal to an old one keeps its
+backends and :class:`RouteState`.  A context holds:
 
 * the configuration and the document root (symbolic links resolved);
 * the router (:class:`~wstrio._sansio.routing.Router`, sans-I/O), which
