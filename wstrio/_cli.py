@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -324,7 +325,9 @@ async def _supervise_until_signalled(config: ServerConfig, text: ConfigText, log
     return await _until_signalled(start, on_hup=on_hup, on_stop=on_stop, on_force=on_force, on_usr1=on_usr1)
 
 
-async def _worker_until_signalled(config: ServerConfig, listen_fds: str, ready_fd: int | None = None) -> int:
+async def _worker_until_signalled(
+    config: ServerConfig, listen_fds: str, ready_fd: int | None = None, number: int = 0
+) -> int:
     inherited = []
     for item in listen_fds.split(","):
         fd, *flags = item.split(":")
@@ -332,7 +335,7 @@ async def _worker_until_signalled(config: ServerConfig, listen_fds: str, ready_f
     servers: list[Server] = []
 
     async def start(nursery: trio.Nursery) -> None:
-        servers.append(await nursery.start(serve_worker, config, inherited))
+        servers.append(await nursery.start(functools.partial(serve_worker, config, inherited, number=number)))
         if ready_fd is not None:  # tell the supervisor this worker listens
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"1")
@@ -467,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().handlers[0].setFormatter(
                 logging.Formatter(f"%(asctime)s %(name)s[{args.worker_number}] %(levelname)s %(message)s")
             )
-            return trio.run(_worker_until_signalled, config, args.listen_fds, args.ready_fd)
+            return trio.run(_worker_until_signalled, config, args.listen_fds, args.ready_fd, args.worker_number)
         if config.workers > 1:
             return trio.run(_supervise_until_signalled, config, text, args.log_level, args.config)
         return trio.run(_serve_until_signalled, config, args.config)

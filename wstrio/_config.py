@@ -40,6 +40,7 @@ __all__ = [
     "Backend",
     "HandlerName",
     "ListenAddress",
+    "MetricsConfig",
     "Route",
     "ServerConfig",
     "TlsConfig",
@@ -139,6 +140,18 @@ class TlsConfig:
     """``certificate``: PEM file with the certificate chain, leaf first."""
     private_key: Path
     """``private-key``: PEM file with the private key."""
+
+
+@final
+@attrs.frozen
+class MetricsConfig:
+    """``[server.metrics]``: a listener for Prometheus, apart from the public ones."""
+
+    listen: ListenAddress
+    """``listen``: where ``GET /metrics`` is answered, e.g. ``127.0.0.1:9108`` (with ``workers = N``,
+    worker *n* listens on port + *n*)."""
+    path: str = "/metrics"
+    """``path``: the path of the exposition (everything else there is 404)."""
 
 
 @final
@@ -425,6 +438,8 @@ class ServerConfig:
     how long a worker of the old configuration keeps its connections."""
     tls: TlsConfig | None = None
     """``[server.tls]``: enables https/wss."""
+    metrics: MetricsConfig | None = None
+    """``[server.metrics]``: the Prometheus metrics listener (none by default)."""
     http2: bool = True
     """``http2``: offer HTTP/2 (ALPN ``h2`` on TLS, prior-knowledge h2c on cleartext)."""
     h2_max_concurrent_streams: int = 100

@@ -17,6 +17,7 @@ EXPORTED = {
     "Backend", "BackendConnector", "BackendError", "BackendExited", "BackendUnavailable", "BadRequest", "ConfigError",
     "HandshakeRejected", "HttpError", "ListenAddress", "BackendAddress", "Request",
     "Route", "Server", "ServerConfig", "ServerStatistics", "TlsConfig", "WstrioError", "__version__",
+    "BackendStatistics", "MetricsConfig", "ReloadReport", "RouteCounters", "RouteStatistics",
     "config_from_mapping", "load_config", "open_listeners", "serve", "serve_listeners",
 }  # fmt: skip
 

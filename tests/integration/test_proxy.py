@@ -968,8 +968,7 @@ def proxy_route_config(port: int, **route: Any) -> tuple[ServerContext, RouteMat
         {"route": [{"path": "/", "handler": "proxy", "backend": [{"host": "127.0.0.1", "port": port}], **route}]}
     )
     context = ServerContext(config, SocketConnector())
-    (proxy_route,) = config.routes
-    return context, RouteMatch(proxy_route, 0, backends=context.backends[0])
+    return context, context.matches[0]
 
 
 async def test_h2_websocket_is_sent_on_as_an_http11_upgrade(nursery: trio.Nursery, ws_echo_backend: WsBackend) -> None:

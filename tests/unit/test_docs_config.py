@@ -42,6 +42,7 @@ def accepted(probe: dict[str, Any]) -> set[str]:
 PROBES: dict[str, dict[str, Any]] = {
     "[server]": {"server": {"__probe__": 1}},
     "[server.tls]": {"server": {"tls": {"__probe__": 1}}},
+    "[server.metrics]": {"server": {"metrics": {"__probe__": 1}}},
     "[[route]]": {"route": [{"__probe__": 1}]},
     "[[route.backend]]": {"route": [{"handler": "wstunnel", "path": "/", "backend": [{"__probe__": 1}]}]},
 }
@@ -49,6 +50,7 @@ CLASSES: dict[str, tuple[type, set[str]]] = {
     # Fields that are not keys: nested tables, and bookkeeping.
     "[server]": (wstrio.ServerConfig, {"routes", "source"}),
     "[server.tls]": (wstrio.TlsConfig, set()),
+    "[server.metrics]": (wstrio.MetricsConfig, set()),
     "[[route]]": (wstrio.Route, set()),
     "[[route.backend]]": (wstrio.Backend, set()),
 }

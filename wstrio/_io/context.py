@@ -50,6 +50,7 @@ from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.http.request import Request
 from wstrio._sansio.limits import ConnectionCounter, RateLimiter
+from wstrio._sansio.metrics import Counters
 from wstrio._sansio.routing import Router
 
 __all__ = ["RouteMatch", "RouteState", "ServerContext", "Services"]
@@ -80,6 +81,11 @@ class RouteMatch:
     """Its counters (open tunnels, requests per address)."""
 
     @property
+    def has_backends(self) -> bool:
+        """Whether the route has backends (every handler but ``cgi``)."""
+        return self._backends is not None
+
+    @property
     def backends(self) -> RouteBackends:
         """The route's backends (every handler but ``cgi`` has some: the config requires them).
 
@@ -107,6 +113,8 @@ class Services:
         """Kills the process groups this server started if it dies without stopping them."""
         self.tunnels = 0
         """WebSockets open now (``server.max-tunnels``), over HTTP/1.1 and HTTP/2."""
+        self.counters = Counters()
+        """What ended so far, per route (the metrics)."""
 
 
 @final
@@ -214,6 +222,11 @@ class ServerContext:
     @tunnels.setter
     def tunnels(self, value: int) -> None:
         self.services.tunnels = value
+
+    @property
+    def matches(self) -> tuple[RouteMatch, ...]:
+        """Every route with what the server keeps for it, by route index."""
+        return self._matches
 
     @property
     def route_states(self) -> tuple[RouteState, ...]:

@@ -25,7 +25,7 @@ import attrs
 import trio
 from hyperframe.frame import GoAwayFrame, SettingsFrame
 
-from wstrio._config import ListenAddress, ServerConfig
+from wstrio._config import ListenAddress, MetricsConfig, ServerConfig
 from wstrio._errors import ConfigError
 from wstrio._io.accesslog import AccessLogFile
 from wstrio._io.backends.connect import BackendConnector, SocketConnector
@@ -36,10 +36,12 @@ from wstrio._io.http.exchange import ConnectionContext, Exchange, send_simple
 from wstrio._io.http.h1 import serve_h1
 from wstrio._io.http.h2.connection import PREFACE, read_preface, serve_h2
 from wstrio._io.http.tls import ReloadableContext, TlsListener, handshake_time, listener_wants_tls
+from wstrio._io.metrics import serve_metrics, server_statistics
 from wstrio._io.proxyproto import read_proxy_header
 from wstrio._io.streams.pipes import close_stream
 from wstrio._io.systemd import inherited_sockets, taken_fds
 from wstrio._sansio.limits import allowed, client_key
+from wstrio._sansio.metrics import ServerStatistics
 from wstrio._sansio.proxyproto import ProxyProtocolError
 from wstrio._sansio.resources import AcceptBackoff
 
@@ -52,24 +54,6 @@ conn_log = logging.getLogger("wstrio.connection")
 # wait and try again instead of dying.
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _TLS_CLOSE_TIMEOUT = 1.0
-
-
-@final
-@attrs.frozen
-class ServerStatistics:
-    """A snapshot of a running server's counters."""
-
-    connections_active: int
-    """Client connections open now."""
-    connections_total: int
-    """Client connections accepted since start."""
-    buffered_bytes: int = 0
-    """Bytes that backpressured tunnels and relays hold now: read from one side, waiting for the
-    other to take them (what ``max-buffer-memory`` limits)."""
-    buffered_peak: int = 0
-    """The highest :attr:`buffered_bytes` since memory was last given back to the kernel."""
-    tunnels_active: int = 0
-    """WebSockets open now (tunnels and upgrades passed through), HTTP/1.1 and HTTP/2."""
 
 
 @final
@@ -232,6 +216,8 @@ class Server:
         self._accepting: trio.Nursery | None = None
         self._handlers: trio.Nursery | None = None
         self._reloading = trio.Lock()
+        self._metrics_address: ListenAddress | None = None
+        self._metrics_path: Path | None = None  # its unix socket file, removed at the end
         self.reloads = 0
         """Successful :meth:`reload` calls so far."""
 
@@ -244,6 +230,11 @@ class Server:
     def addresses(self) -> tuple[ListenAddress, ...]:
         """The bound addresses (port 0 resolved to the port the OS chose)."""
         return self._addresses
+
+    @property
+    def metrics_address(self) -> ListenAddress | None:
+        """Where the ``[server.metrics]`` listener is bound (port 0 resolved), or ``None``."""
+        return self._metrics_address
 
     @property
     def port(self) -> int:
@@ -270,15 +261,11 @@ class Server:
         raise RuntimeError(msg)
 
     def statistics(self) -> ServerStatistics:
-        """Counters of this server."""
+        """Counters of this server: the figures the metrics listener exposes (``[server.metrics]``)."""
         context = self._context
-        return ServerStatistics(
-            connections_active=self._active,
-            connections_total=self._total,
-            buffered_bytes=context.budget.held if context is not None else 0,
-            buffered_peak=context.budget.peak if context is not None else 0,
-            tunnels_active=context.tunnels if context is not None else 0,
-        )
+        if context is None:
+            return ServerStatistics(connections_active=self._active, connections_total=self._total)
+        return server_statistics(context, self._active, self._total, self.reloads)
 
     def reload_certificates(self) -> int:
         """Read the TLS certificate and key files again (what SIGHUP does).
@@ -432,7 +419,14 @@ class Server:
             pools_draining=len(new.removed_pools),
             listeners_added=tuple(added),
             listeners_removed=tuple(removed),
-            restart_needed=("workers",) if config.workers != old.config.workers else (),
+            restart_needed=tuple(
+                key
+                for key, changed in (
+                    ("workers", config.workers != old.config.workers),
+                    ("server.metrics", config.metrics != old.config.metrics),
+                )
+                if changed
+            ),
         )
 
     async def retire(self, limit: float = 0.0) -> None:
@@ -852,6 +846,7 @@ async def _serve(
     proxied: frozenset[int] = frozenset(),
     listen: Sequence[tuple[ListenAddress, Sequence[trio.abc.Listener[trio.abc.Stream]]]] | None = None,
     tls: ReloadableContext | None = None,
+    metrics_offset: int = 0,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """serve_listeners' body.  ``worker=True``: a worker process of ``workers = N``,
@@ -895,6 +890,8 @@ async def _serve(
                 # The connections run in handler_nursery and outlive this
                 # call (as with trio.serve_tcp), so what they use must too.
                 await handler_nursery.start(_run_services, context, server)
+            if config.metrics is not None:
+                await _start_metrics(backend_nursery, server, config.metrics, metrics_offset)
             async with trio.open_nursery() as connection_nursery:
                 server._accepting = connection_nursery
                 server._handlers = handler_nursery or connection_nursery
@@ -914,8 +911,35 @@ async def _serve(
             server._access_log.close()
         for listening in server._listening:
             await listening.close()
+        if server._metrics_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(server._metrics_path)
     msg = "_serve ended without being cancelled"  # pragma: no cover
     raise AssertionError(msg)  # pragma: no cover
+
+
+async def _start_metrics(nursery: trio.Nursery, server: Server, metrics: MetricsConfig, offset: int) -> None:
+    """Open the ``[server.metrics]`` listener (worker *n* of ``workers``: port + *n*) and serve it."""
+    address = metrics.listen
+    if offset and address.kind == "tcp" and address.port:
+        address = attrs.evolve(address, port=address.port + offset)
+    elif offset and address.kind == "unix" and address.path is not None:
+        address = attrs.evolve(address, path=address.path.with_name(f"{address.path.name}.{offset}"))
+    opened = await open_listeners([address])
+    listener: trio.abc.Listener[trio.abc.Stream] = opened[0]
+    for extra in opened[1:]:
+        await trio.aclose_forcefully(extra)
+    bound = _bound_address(listener)
+    server._metrics_address = bound
+    if bound is not None and bound.path is not None:
+        server._metrics_path = bound.path
+
+    def context_of() -> ServerContext:
+        assert server._context is not None
+        return server._context
+
+    await nursery.start(serve_metrics, listener, metrics, server.statistics, context_of)
+    log.info("metrics on http://%s%s", bound, metrics.path)
 
 
 def _log_listening(listener: trio.abc.Listener[trio.abc.Stream], verb: str = "listening on") -> None:
@@ -930,6 +954,7 @@ async def serve_worker(
     config: ServerConfig,
     inherited: Sequence[tuple[int, bool, bool]],
     *,
+    number: int = 0,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve on listening sockets inherited from the supervisor (``workers = N``).
@@ -937,6 +962,7 @@ async def serve_worker(
     Args:
         config: the configuration.
         inherited: ``(file descriptor, serve TLS, PROXY protocol)`` for each listening socket.
+        number: which worker this is (its metrics listener is at port + ``number``).
     """
     contexts = ReloadableContext.from_config(config) if any(tls for _, tls, _ in inherited) else None
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
@@ -950,7 +976,9 @@ async def serve_worker(
         listeners.append(listener)
         if proxy:
             proxied.add(id(listener))
-    await _serve(config, listeners, worker=True, proxied=frozenset(proxied), task_status=task_status)
+    await _serve(
+        config, listeners, worker=True, proxied=frozenset(proxied), metrics_offset=number, task_status=task_status
+    )
 
 
 async def serve(

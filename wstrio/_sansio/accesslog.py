@@ -20,7 +20,8 @@ Keys always present: ``time`` (UTC, ISO 8601 with milliseconds),
 client, headers and framing included), ``duration`` (seconds), ``route``
 (the matched route's ``path``, ``null`` for none), ``backend`` and ``note``
 (``null`` when there is none).  A WebSocket adds, when it ends:
-``close_code`` (sent to the client, ``null`` if none could be), ``closed_by``
+``close_code`` (sent to the client, ``null`` if none could be), for a wstunnel
+tunnel ``close_code_received`` (the client's, ``null`` if it sent no CLOSE), ``closed_by``
 (``client``, ``backend``, ``idle``, ``protocol``, ``ping``, ``lifetime``,
 ``shutdown``, ``fault``) and the bytes each way; a wstunnel tunnel, which
 sees messages, the messages each way too.

@@ -71,6 +71,8 @@ class SpawnedPool:
         self.slots: list[Slot] = []
         self._nursery: trio.Nursery | None = None
         self._scope: trio.CancelScope | None = None
+        self.restarts = 0
+        """Processes restarted after they exited."""
 
     @property
     def started(self) -> bool:
@@ -177,6 +179,8 @@ class SpawnedPool:
         try:
             with trio.CancelScope() as slot.scope:
                 while True:
+                    if not first:
+                        self.restarts += 1
                     try:
                         proc = spawn_backend(self.backend, slot.index, self.keeper)
                     except BackendExited:

@@ -34,6 +34,7 @@ from wstrio._io.handlers.cgi import cgi, fastcgi, scgi
 from wstrio._io.handlers.cgi.redirect import RedirectedExchange
 from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._sansio.limits import allowed, client_key
+from wstrio._sansio.metrics import route_label
 
 if TYPE_CHECKING:
     from wstrio._io.context import RouteMatch, ServerContext
@@ -60,6 +61,8 @@ HANDLERS: Mapping[HandlerName, Handler] = {
 """The handler of each ``handler =`` name (a test checks every name is here)."""
 
 
+_NO_FIELDS: Mapping[str, object] = {}
+
 BUSY_RETRY_AFTER = 5
 """``Retry-After`` seconds for a refusal by a count (connections per address, tunnels): a slot frees when one ends."""
 
@@ -82,59 +85,75 @@ async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
         ClientGone: the client went away (the HTTP layer ends the connection).
     """
     request = exchange.request
-    health = ctx.config.health_path
-    if health is not None and request.path == health and request.method in ("GET", "HEAD"):
-        # A load balancer's health check: before the limits (a balancer
-        # checking every 200 ms must not use up its own request-rate).
-        exchange.set_log_note("health check")
-        await send_simple(exchange, 200, b"ok\n" if request.method == "GET" else b"")
-        return
-    host = request.client[0] if request.client else None
-    key = client_key(host)
-    if not isinstance(exchange, RedirectedExchange):  # a local redirect is not a new request
-        wait = ctx.request_rate.take(key, trio.current_time())
-        if wait is not None:
-            await _refuse(exchange, 429, f"over request-rate ({ctx.config.request_rate:g}/s)", wait)
-            return
-    match = ctx.match(request)
-    if match is None:
-        await _run(exchange, None, ctx)
-        return
-    route = match.route
-    exchange.set_log_fields(route=route.path)
-    if not allowed(host, route.allow, route.deny):
-        await _refuse(exchange, 403, f"the client address is not allowed on route {match.index} (allow/deny)")
-        return
-    state = match.state
-    per_ip = state.per_ip
-    if per_ip is not None and not per_ip.acquire(key):
-        why = f"over route {match.index}'s max-connections-per-ip ({route.max_connections_per_ip})"
-        await _refuse(exchange, 429, why, BUSY_RETRY_AFTER)
-        return
+    # Counted when the request ends (metrics), here rather than in a wrapper:
+    # no second coroutine frame stays alive under every idle tunnel.
+    counters = ctx.services.counters
+    top = not isinstance(exchange, RedirectedExchange)  # a local redirect is not a new request
+    h2 = request.h2 and top
+    if h2:
+        counters.h2_streams_open += 1
+    match = None
     try:
-        tunnel = request.websocket and (route.handler == "wstunnel" or route.upgrade)
-        if not tunnel:
-            await _run(exchange, match, ctx)
+        health = ctx.config.health_path
+        if health is not None and request.path == health and request.method in ("GET", "HEAD"):
+            # A load balancer's health check: before the limits (a balancer
+            # checking every 200 ms must not use up its own request-rate).
+            exchange.set_log_note("health check")
+            await send_simple(exchange, 200, b"ok\n" if request.method == "GET" else b"")
             return
-        if ctx.services.tunnels >= ctx.config.effective_max_tunnels:
-            why = f"max-tunnels ({ctx.config.effective_max_tunnels}) WebSockets are open"
-            await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
+        host = request.client[0] if request.client else None
+        key = client_key(host)
+        if top:
+            wait = ctx.request_rate.take(key, trio.current_time())
+            if wait is not None:
+                await _refuse(exchange, 429, f"over request-rate ({ctx.config.request_rate:g}/s)", wait)
+                return
+        match = ctx.match(request)
+        if match is None:
+            await _run(exchange, None, ctx)
             return
-        if route.max_tunnels and state.tunnels >= route.max_tunnels:
-            why = f"route {match.index}'s max-tunnels ({route.max_tunnels}) WebSockets are open"
-            await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
+        route = match.route
+        exchange.set_log_fields(route=route.path)
+        if not allowed(host, route.allow, route.deny):
+            await _refuse(exchange, 403, f"the client address is not allowed on route {match.index} (allow/deny)")
             return
-        services = ctx.services
-        services.tunnels += 1
-        state.tunnels += 1
+        state = match.state
+        per_ip = state.per_ip
+        if per_ip is not None and not per_ip.acquire(key):
+            why = f"over route {match.index}'s max-connections-per-ip ({route.max_connections_per_ip})"
+            await _refuse(exchange, 429, why, BUSY_RETRY_AFTER)
+            return
         try:
-            await _run(exchange, match, ctx)
+            tunnel = request.websocket and (route.handler == "wstunnel" or route.upgrade)
+            if not tunnel:
+                await _run(exchange, match, ctx)
+                return
+            if ctx.services.tunnels >= ctx.config.effective_max_tunnels:
+                why = f"max-tunnels ({ctx.config.effective_max_tunnels}) WebSockets are open"
+                await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
+                return
+            if route.max_tunnels and state.tunnels >= route.max_tunnels:
+                why = f"route {match.index}'s max-tunnels ({route.max_tunnels}) WebSockets are open"
+                await _refuse(exchange, 503, why, BUSY_RETRY_AFTER)
+                return
+            services = ctx.services
+            services.tunnels += 1
+            state.tunnels += 1
+            try:
+                await _run(exchange, match, ctx)
+            finally:
+                services.tunnels -= 1
+                state.tunnels -= 1
         finally:
-            services.tunnels -= 1
-            state.tunnels -= 1
+            if per_ip is not None:
+                per_ip.release(key)
     finally:
-        if per_ip is not None:
-            per_ip.release(key)
+        if h2:
+            counters.h2_streams_open -= 1
+        if top:
+            fields: Mapping[str, object] = getattr(exchange, "log_fields", _NO_FIELDS)
+            label = route_label(match.route) if match is not None else None
+            counters.finished(label, getattr(exchange, "status", None), request.websocket, fields)
 
 
 async def _run(exchange: Exchange, match: RouteMatch | None, ctx: ServerContext) -> None:

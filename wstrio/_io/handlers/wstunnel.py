@@ -90,6 +90,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
                 raise
             exchange.set_log_fields(
                 close_code=outcome.code,
+                close_code_received=outcome.received_code,
                 closed_by=outcome.by,
                 close_reason=outcome.reason or None,
                 bytes_from_client=outcome.bytes_from_client,

@@ -136,6 +136,8 @@ class Outcome:
     """Payload bytes written to the backend (set when :func:`run_tunnel` returns)."""
     bytes_to_client: int = attrs.field(default=0, eq=False)
     """Bytes written to the client, framing included (set when :func:`run_tunnel` returns)."""
+    received_code: int | None = attrs.field(default=None, eq=False)
+    """The code of the client's CLOSE (1005: it sent none), ``None`` if it sent no CLOSE."""
 
 
 @final
@@ -157,6 +159,7 @@ class _Tunnel:
         self.ending: FirstProblem[Outcome] = FirstProblem()
         self.pong: trio.Event | None = None  # created by the pinger
         self.bytes_to_backend = 0
+        self.received_code: int | None = None
         self.client_eof = False
         self.tasks_started = False
         now = trio.current_time()
@@ -402,6 +405,8 @@ class _Tunnel:
                 if self.pong is not None:
                     self.pong.set()
             elif isinstance(event, Close):
+                if not event.error:
+                    self.received_code = event.code
                 if event.error:
                     self.finish(event.code, event.reason, "protocol")
                 else:
@@ -562,4 +567,9 @@ async def run_tunnel(
         await tunnel.close(shutdown)
     outcome = tunnel.outcome
     assert outcome is not None
-    return attrs.evolve(outcome, bytes_from_client=tunnel.bytes_to_backend, bytes_to_client=tunnel.sender.bytes_sent)
+    return attrs.evolve(
+        outcome,
+        bytes_from_client=tunnel.bytes_to_backend,
+        bytes_to_client=tunnel.sender.bytes_sent,
+        received_code=tunnel.received_code,
+    )

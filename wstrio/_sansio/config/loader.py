@@ -32,6 +32,8 @@ from wstrio._config import (
     HANDLERS,
     PROXY_TARGETS,
     Backend,
+    ListenAddress,
+    MetricsConfig,
     Route,
     ServerConfig,
     TlsConfig,
@@ -40,6 +42,7 @@ from wstrio._errors import ConfigError
 from wstrio._sansio.config.values import (
     Walker,
     assign,
+    bad,
     boolean,
     choice,
     environment,
@@ -289,10 +292,27 @@ class _Loader(Walker):
             return None
         return TlsConfig(certificate=got["certificate"], private_key=got["private-key"])
 
+    def metrics(self, data: object, path: str) -> MetricsConfig | None:
+        got = self.table(data, path, {"listen": self.metrics_listen, "path": string}, required=("listen",))
+        if "listen" not in got:
+            return None
+        metrics_path = got.get("path", "/metrics")
+        if not metrics_path.startswith("/"):
+            self.problem(f"{path}.path", f"must start with '/', not {metrics_path!r}")
+            return None
+        return MetricsConfig(listen=got["listen"], path=metrics_path)
+
+    def metrics_listen(self, value: object) -> ListenAddress:
+        addresses = self.listen(value)
+        if len(addresses) != 1 or addresses[0].kind == "systemd" or addresses[0].tls or addresses[0].proxy_protocol:
+            bad('must be one address such as "127.0.0.1:9108" or "unix:/run/wstrio/metrics.sock" (no TLS)')
+        return addresses[0]
+
     def config(self, data: Mapping[str, Any]) -> ServerConfig | None:
         top = self.table(data, "", {"server": lambda v: v, "route": lambda v: v})
         server_data = top.get("server", {})
         tls_data = server_data.get("tls") if isinstance(server_data, Mapping) else None
+        metrics_data = server_data.get("metrics") if isinstance(server_data, Mapping) else None
         server = self.table(
             server_data,
             "server",
@@ -325,6 +345,7 @@ class _Loader(Walker):
                 "shutdown-timeout": seconds,
                 "drain-timeout": seconds,
                 "tls": lambda v: v,
+                "metrics": lambda v: v,
                 "workers": workers,
                 "http2": boolean,
                 "h2-max-concurrent-streams": integer(1, 1 << 20),
@@ -332,6 +353,7 @@ class _Loader(Walker):
             },
         )
         tls = self.tls(tls_data, "server.tls") if tls_data is not None else None
+        metrics = self.metrics(metrics_data, "server.metrics") if metrics_data is not None else None
         for key, value in server.get("mimetype-assign", ()):
             if not key.startswith("."):
                 self.problem(f"server.mimetype-assign.{key}", "keys are extensions starting with '.'")
@@ -366,6 +388,7 @@ class _Loader(Walker):
         kwargs: dict[str, Any] = {
             "routes": tuple(r for r in routes if r is not None),
             "tls": tls,
+            "metrics": metrics,
             "source": self.source,
         }
         names = {
