@@ -1,4 +1,4 @@
-"""Two wstrio instances behind a real HAProxy (issue 15, item 6, without the reload part).
+"""Two wstrio instances behind a real HAProxy (issue 15, item 6), reloaded and stopped one by one.
 
 HAProxy (Debian's ``haproxy``) balances TCP connections round-robin over two
 ``wstrio serve`` processes, with the PROXY protocol v2 to them and health
@@ -13,6 +13,7 @@ CLOSE 1001, and they reconnect to the other one.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -112,10 +113,10 @@ async def _checked(cli: CliServer) -> None:
             await trio.sleep(0.05)
 
 
-async def _open(port: int) -> tuple[RawClient, str]:
+async def _open(port: int, path: str = "/ws/") -> tuple[RawClient, str]:
     """A WebSocket through HAProxy; returns it and the backend's first message."""
     client = await RawClient.tcp(port)
-    await client.send(handshake_request("/ws/"))
+    await client.send(handshake_request(path))
     assert (await client.read_head()).status == 101
     hello = (await client.read_frame()).payload.decode()
     return client, hello
@@ -148,6 +149,26 @@ async def test_two_instances_behind_haproxy(nursery: trio.Nursery, tmp_path: Pat
         assert sorted(name for _, name in clients) == ["a", "a", "b", "b"], "round-robin over both"
         for client, _name in clients:
             await _echo(client, 20)
+        # A configuration change, rolled out by SIGHUP to each instance: a new route.
+        # Every tunnel open through HAProxy goes on; the new route works on both.
+        for name, cli in (("a", a), ("b", b)):
+            config = tmp_path / f"{name}.toml"
+            text = config.read_text()
+            config.write_text(text + text[text.index("[[route]]") :].replace('path = "/ws/"', 'path = "/v2/"'))
+            mark = len(cli.stderr)
+            cli.process.send_signal(signal.SIGHUP)
+            with trio.fail_after(PROCESS_TIMEOUT):
+                while not any("SIGHUP: reloaded" in line for line in cli.stderr[mark:]):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+        for client, _name in clients:
+            await _echo(client, 5)
+        served = set()
+        for _ in range(4):
+            client, hello = await _open(port, "/v2/")
+            served.add(hello.split()[0])
+            await _echo(client, 2)
+            await client.aclose()
+        assert served == {"a", "b"}
         # Stop a gracefully: its clients get CLOSE 1001 (nothing they were sent is lost) ...
         a.process.terminate()
         for client, name in clients:

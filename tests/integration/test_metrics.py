@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.helpers import (
     client_frame,
     echo_route,
     serve_echo_tcp,
+    start_cli_server,
     start_server,
     unused_tcp_port,
     write_python_backend,
@@ -176,3 +178,32 @@ async def test_the_event_loop_lag_is_measured(nursery: trio.Nursery, autojump_cl
 def test_metrics_config_problems_name_the_key(metrics: dict[str, Any], problem: str) -> None:
     with pytest.raises(wstrio.ConfigError, match=problem.replace(".", r"\.").replace("'", "'")):
         wstrio.config_from_mapping({"server": {"listen": ["127.0.0.1:0"], "metrics": metrics}})
+
+
+@pytest.mark.slow
+async def test_with_workers_each_worker_has_its_own_metrics_listener(nursery: trio.Nursery, tmp_path: Path) -> None:
+    echo = await serve_echo_tcp(nursery)
+    config = tmp_path / "wstrio.toml"
+    config.write_text(
+        "[server]\nlisten = ['127.0.0.1:0']\nworkers = 2\nshutdown-timeout = 1\n"
+        "[server.metrics]\nlisten = '127.0.0.1:0'\n"
+        f"[[route]]\npath = '/ws/'\nhandler = 'wstunnel'\n[[route.backend]]\nhost = '127.0.0.1'\nport = {echo}\n"
+    )
+    cli = await start_cli_server(nursery, config)
+    ports: list[int] = []
+    with trio.fail_after(30):
+        while len(ports) < 2:
+            ports = [
+                int(m) for line in cli.stderr for m in re.findall(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line)
+            ]
+            await trio.sleep(0.05)
+    assert len(set(ports)) == 2
+    for port in ports:
+        client = await RawClient.tcp(port)
+        try:
+            response = await client.request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        finally:
+            await client.aclose()
+        assert response.status == 200
+        assert "wstrio_connections" in {f.name for f in text_string_to_metric_families(response.body.decode())}
+    assert await cli.stop() == 0
