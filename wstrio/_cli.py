@@ -29,6 +29,7 @@ from wstrio._io.preflight import preflight
 from wstrio._io.rlimit import nofile_warning, raise_nofile_limit
 from wstrio._io.server import Server, serve, serve_worker
 from wstrio._io.workers import ConfigText, Supervisor
+from wstrio._oneliners import add_oneliner_parsers, oneliner_toml
 from wstrio._sansio.config.loader import config_from_text, load_config, read_config_file
 from wstrio._version import __version__
 
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     worker_p.add_argument("--log-level", default="info")
     worker_p.add_argument("--worker-number", type=int, default=0)
     worker_p.add_argument("--ready-fd", type=int, default=None)  # written to once the worker listens
+    add_oneliner_parsers(sub)
     check_p = sub.add_parser("check", help="validate CONFIG and list every problem")
     check_p.add_argument("config", metavar="CONFIG", help="TOML configuration file ('-': standard input)")
     return parser
@@ -444,9 +446,20 @@ def _check(path: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.config)
+    if args.command in ("run", "tunnel"):
+        try:
+            toml = oneliner_toml(args, argv)
+            config_from_text(toml, source=f"<wstrio {args.command}>", base_dir=Path.cwd())
+        except ValueError as exc:  # (a ConfigError is one too: the same validation as a file)
+            print(f"wstrio {args.command}: {exc}", file=sys.stderr)
+            return 2
+        if args.print_config:
+            print(toml, end="")
+            return 0
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -454,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "_worker":
             text = ConfigText(sys.stdin.read(), args.source, Path(args.base_dir))
+        elif args.command in ("run", "tunnel"):
+            text = ConfigText(oneliner_toml(args, argv), f"<wstrio {args.command}>", Path.cwd())
         else:
             systemd.take_notify_socket()  # ours alone: not the workers', nor the backends'
             systemd.inherited_sockets()  # and the LISTEN_* variables, before anything is started
@@ -473,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(_worker_until_signalled, config, args.listen_fds, args.ready_fd, args.worker_number)
         if config.workers > 1:
             return trio.run(_supervise_until_signalled, config, text, args.log_level, args.config)
-        return trio.run(_serve_until_signalled, config, args.config)
+        return trio.run(_serve_until_signalled, config, getattr(args, "config", "-"))
     except ConfigError as exc:
         print(f"wstrio: invalid configuration:\n{exc}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ import attrs
 
 from wstrio._errors import ConfigError
 from wstrio._sansio.http.static import DEFAULT_STATIC_DENY, static_deny_problem
+from wstrio._sansio.websocket.framing import FRAMINGS, FramingName
 
 if TYPE_CHECKING:
     import trio
@@ -49,7 +50,7 @@ __all__ = [
     "parse_networks",
 ]
 
-HandlerName = Literal["wstunnel", "proxy", "cgi", "scgi", "fastcgi"]
+HandlerName = Literal["wstunnel", "proxy", "cgi", "scgi", "fastcgi", "process"]
 BalanceName = Literal["fair", "least-connection", "round-robin", "hash", "sticky"]
 HANDLERS: tuple[str, ...] = get_args(HandlerName)
 """The ``handler`` names a route accepts."""
@@ -62,6 +63,7 @@ GATEWAY_HANDLERS = ("cgi", "scgi", "fastcgi")
 FrameType = Literal["text", "binary"]
 ProxyTarget = Literal["normalized", "reject", "raw"]
 AccessLogFormat = Literal["text", "json"]
+StderrMode = Literal["log", "client", "discard"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_MAX_REQUEST_BODY_SIZE = 1 << 30
 """``max-request-body-size`` when not set: 1 GiB, as Apache's ``LimitRequestBody``."""
@@ -328,6 +330,37 @@ class Route:
     """``max-tunnel-lifetime``: seconds a WebSocket (or upgraded relay) on this route may stay open.
 
     ``None`` (the default): ``server.max-tunnel-lifetime``; 0: no limit."""
+    framing: FramingName | None = None
+    """``framing``: wstunnel, process: how messages map to the backend's bytes: ``stream``, ``lines``,
+    ``nul`` or ``length-prefixed`` (``None``: ``stream`` for wstunnel, ``lines`` for process)."""
+    length_bytes: int = 4
+    """``length-bytes``: the size of a ``length-prefixed`` header: 2, 4 or 8 bytes, big-endian."""
+    flush_timeout: float = 0.0
+    """``flush-timeout``: ``lines``/``nul``: seconds after which a partial line is sent as it is (0: never)."""
+    command: tuple[str, ...] = ()
+    """``command``: process: the program and its arguments, run once per WebSocket."""
+    working_directory: Path | None = None
+    """``working-directory``: process: where the program runs (default: the configuration file's directory)."""
+    max_processes: int = 0
+    """``max-processes``: process: programs running at once for this route (503 before the 101 above; 0: no limit)."""
+    stderr: StderrMode = "log"
+    """``stderr``: process: the program's standard error: ``log`` (wstrio's log, one line per line),
+    ``client`` (to the client, as the output is) or ``discard``."""
+    pty: bool = False
+    """``pty``: process: run the program on a pseudo-terminal, so that its C library line-buffers its output."""
+    bin_environment: tuple[tuple[str, str], ...] = ()
+    """``bin-environment``: process: extra environment variables for the program."""
+    bin_copy_environment: tuple[str, ...] = ()
+    """``bin-copy-environment``: process: variables of wstrio's environment the program gets too."""
+    kill_grace: float = 5.0
+    """``kill-grace``: process: seconds between SIGTERM to the program's group and SIGKILL, when the client leaves."""
+
+    @property
+    def effective_framing(self) -> FramingName:
+        """``framing``, or the handler's default."""
+        if self.framing is not None:
+            return self.framing
+        return "lines" if self.handler == "process" else "stream"
 
     @property
     def effective_pong_timeout(self) -> float:
@@ -568,7 +601,7 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
     _count(problems, f"{path}.max-message-size", route.max_message_size, 0)
     if route.pong_timeout is not None:
         _seconds(problems, f"{path}.pong-timeout", route.pong_timeout)
-    if handler != "wstunnel":
+    if handler not in ("wstunnel", "process"):
         for key, given in (
             ("frame-type", route.frame_type != "text"),
             ("origins", bool(route.origins)),
@@ -576,11 +609,33 @@ def _check_route(problems: list[tuple[str, str]], path: str, route: Route, confi
             ("pong-timeout", route.pong_timeout is not None),
             ("max-frame-size", bool(route.max_frame_size)),
             ("max-message-size", bool(route.max_message_size)),
+            ("framing", route.framing is not None),
         ):
             if given:
-                problems.append((f"{path}.{key}", f"only applies to wstunnel routes, not {handler!r}"))
+                problems.append((f"{path}.{key}", f"only applies to wstunnel and process routes, not {handler!r}"))
     elif route.upgrade:
-        problems.append((f"{path}.upgrade", "does not apply to wstunnel routes (they always take WebSocket upgrades)"))
+        problems.append(
+            (f"{path}.upgrade", f"does not apply to {handler} routes (they always take WebSocket upgrades)")
+        )
+    if route.framing is not None and route.framing not in FRAMINGS:
+        allowed_framings = ", ".join(map(repr, FRAMINGS))
+        problems.append((f"{path}.framing", f"must be one of {allowed_framings}, not {route.framing!r}"))
+    if route.length_bytes not in (2, 4, 8):
+        problems.append((f"{path}.length-bytes", f"must be 2, 4 or 8, not {route.length_bytes!r}"))
+    _seconds(problems, f"{path}.flush-timeout", route.flush_timeout)
+    _seconds(problems, f"{path}.kill-grace", route.kill_grace)
+    _count(problems, f"{path}.max-processes", route.max_processes, 0)
+    if handler == "process":
+        if not route.command:
+            problems.append(
+                (f"{path}.command", 'a process route needs the program to run, e.g. command = ["./count.sh"]')
+            )
+        if route.backends:
+            problems.append((f"{path}.backend", "process routes run their command per WebSocket and take no backend"))
+        if route.stderr not in ("log", "client", "discard"):
+            problems.append((f"{path}.stderr", f"must be 'log', 'client' or 'discard', not {route.stderr!r}"))
+    elif route.command:
+        problems.append((f"{path}.command", f"only applies to process routes, not {handler!r}"))
     if route.assign and handler != "cgi":
         problems.append((f"{path}.assign", "only applies to cgi routes"))
     if route.proxy_target not in PROXY_TARGETS:

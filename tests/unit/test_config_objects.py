@@ -37,7 +37,7 @@ CASES: list[tuple[dict[str, Any], dict[str, Any], str, str]] = [
         {"routes": (Route(handler="proxy", path="/", origins=("x.com",), backends=(Backend(host="h", port=1),)),)},
         {"route": [{"path": "/", "handler": "proxy", "origins": ["x.com"], "backend": [{"host": "h", "port": 1}]}]},
         "route[0].origins",
-        "only applies to wstunnel routes",
+        "only applies to wstunnel and process routes",
     ),
     (
         {"routes": (Route(handler="proxy", path="/"),)},

@@ -65,6 +65,8 @@ class RouteState:
     """Route ``max-connections-per-ip``: requests (and tunnels) in progress per address."""
     tunnels: int = 0
     """WebSockets open now on this route (route ``max-tunnels``)."""
+    processes: int = 0
+    """Programs running now for this ``process`` route (``max-processes``)."""
 
 
 @final
@@ -203,7 +205,7 @@ class ServerContext:
         """The pools of the previous configuration that this one does not use (a reload drains them)."""
         self.kept_routes = len(kept_routes)
         """How many routes were taken over unchanged from the previous configuration."""
-        self.starts_programs = any(r.handler == "cgi" for r in config.routes) or (
+        self.starts_programs = any(r.handler in ("cgi", "process") for r in config.routes) or (
             spawn and any(b.spawned for r in config.routes for b in r.backends)
         )
         """Whether this server starts processes (CGI scripts, ``bin-path`` pools): then the keeper runs."""

@@ -26,6 +26,10 @@ import math
 from collections.abc import Sequence
 from typing import Final, final
 
+BUSY_RETRY_AFTER = 5
+"""``Retry-After`` seconds for a refusal by a count (connections per address, tunnels, programs):
+a slot frees when one ends."""
+
 __all__ = ["MAX_TRACKED", "ClientKey", "ConnectionCounter", "RateLimiter", "allowed", "client_address", "client_key"]
 
 ClientKey = ipaddress.IPv4Address | ipaddress.IPv6Network

@@ -1,7 +1,7 @@
 """Which route takes a request.
 
 Routes are tried in file order and the first that matches wins, as in
-lighttpd.  A ``wstunnel`` route only takes WebSocket handshakes: any other
+lighttpd.  A ``wstunnel`` (or ``process``) route only takes WebSocket handshakes: any other
 request on its path falls through to later routes and then to the static
 files, exactly as mod_wstunnel declines non-upgrade requests.  ``proxy``,
 ``cgi``, ``scgi`` and ``fastcgi`` routes take every request that matches.
@@ -43,7 +43,7 @@ class Router:
         the I/O layer), without a lookup by identity.
         """
         for index, route in enumerate(self.routes):
-            if route.handler == "wstunnel" and not request.websocket:
+            if route.handler in ("wstunnel", "process") and not request.websocket:
                 continue
             if route_matches_path(route, request.path):
                 return index, route
@@ -56,6 +56,6 @@ class Router:
         endpoint: 426 Upgrade Required, which says what to do, instead of 404.
         """
         for route in self.routes:
-            if route.handler == "wstunnel" and route_matches_path(route, request.path):
+            if route.handler in ("wstunnel", "process") and route_matches_path(route, request.path):
                 return route
         return None

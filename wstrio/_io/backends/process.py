@@ -136,7 +136,11 @@ class SpawnedProcess:
     """
 
     def __init__(
-        self, popen: subprocess.Popen[bytes], address: BackendAddress, kill_signal: int, keeper: Keeper | None = None
+        self,
+        popen: subprocess.Popen[bytes],
+        address: BackendAddress | None,
+        kill_signal: int,
+        keeper: Keeper | None = None,
     ) -> None:
         self.popen = popen
         self.address = address
@@ -244,7 +248,7 @@ class SpawnedProcess:
 
     def cleanup_socket(self) -> None:
         """Remove the unix socket file once the process is gone."""
-        if isinstance(self.address.address, str):
+        if self.address is not None and isinstance(self.address.address, str):
             with contextlib.suppress(OSError):
                 os.unlink(self.address.address)
 

@@ -29,11 +29,11 @@ import trio
 
 from wstrio._config import HandlerName
 from wstrio._errors import ClientGone
-from wstrio._io.handlers import proxy, static, wstunnel
+from wstrio._io.handlers import process, proxy, static, wstunnel
 from wstrio._io.handlers.cgi import cgi, fastcgi, scgi
 from wstrio._io.handlers.cgi.redirect import RedirectedExchange
 from wstrio._io.http.exchange import Exchange, send_simple
-from wstrio._sansio.limits import allowed, client_key
+from wstrio._sansio.limits import BUSY_RETRY_AFTER, allowed, client_key
 from wstrio._sansio.metrics import route_label
 
 if TYPE_CHECKING:
@@ -57,14 +57,12 @@ HANDLERS: Mapping[HandlerName, Handler] = {
     "cgi": cgi.handle,
     "scgi": scgi.handle,
     "fastcgi": fastcgi.handle,
+    "process": process.handle,
 }
 """The handler of each ``handler =`` name (a test checks every name is here)."""
 
 
 _NO_FIELDS: Mapping[str, object] = {}
-
-BUSY_RETRY_AFTER = 5
-"""``Retry-After`` seconds for a refusal by a count (connections per address, tunnels): a slot frees when one ends."""
 
 
 async def _refuse(exchange: Exchange, status: int, why: str, retry_after: int | None = None) -> None:
@@ -124,7 +122,7 @@ async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
             await _refuse(exchange, 429, why, BUSY_RETRY_AFTER)
             return
         try:
-            tunnel = request.websocket and (route.handler == "wstunnel" or route.upgrade)
+            tunnel = request.websocket and (route.handler in ("wstunnel", "process") or route.upgrade)
             if not tunnel:
                 await _run(exchange, match, ctx)
                 return

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from wstrio._config import Route, ServerConfig
 from wstrio._errors import BackendUnavailable, HandshakeRejected
 from wstrio._io.http.exchange import Exchange, send_simple
-from wstrio._io.streams.tunnel import TunnelSettings, run_tunnel
+from wstrio._io.streams.route_settings import framing_of, tunnel_settings
+from wstrio._io.streams.tunnel import run_tunnel
 from wstrio._sansio.websocket.codec import WebSocketCodec
 from wstrio._sansio.websocket.handshake import accept_headers, check_websocket
 
@@ -26,20 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["handle", "tunnel_settings"]
 
 log = logging.getLogger("wstrio.connection")
-
-
-def tunnel_settings(config: ServerConfig, route: Route, backend_read: float, backend_write: float) -> TunnelSettings:
-    """The timers of a tunnel on ``route``."""
-    return TunnelSettings(
-        max_read_idle=config.max_read_idle,
-        max_write_idle=config.max_write_idle,
-        ping_interval=route.ping_interval,
-        pong_timeout=route.effective_pong_timeout,
-        backend_read_timeout=backend_read,
-        backend_write_timeout=backend_write,
-        shutdown_timeout=config.shutdown_timeout,
-        max_lifetime=config.tunnel_lifetime(route),
-    )
 
 
 async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> None:
@@ -61,11 +47,13 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
     try:
         async with match.backends.connect(request) as lease:
             upgraded = await exchange.upgrade(accept_headers(accept, h2=request.h2))
+            framing = framing_of(route)
             codec = WebSocketCodec(
                 binary=accept.binary,
                 leftover=upgraded.leftover,
                 max_frame_size=route.max_frame_size,
                 max_message_size=route.max_message_size,
+                encode_message=framing.encode if framing is not None else None,
             )
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()

@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import final
 
 import attrs
@@ -92,6 +92,7 @@ from wstrio._io.streams.pipes import BROKEN, READ_SIZE, FdPipe, pipe_for
 from wstrio._io.streams.sender import ClientSender
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.websocket.codec import Close, Data, Ping, Pong, TextFramer, WebSocketCodec
+from wstrio._sansio.websocket.framing import Framing, FramingError, MessageSplitter
 
 LINGER_BYTES = 1 << 20
 """What a tunnel reads and drops after a protocol error before it closes (see ``_Tunnel.close``)."""
@@ -116,6 +117,11 @@ class TunnelSettings:
     shutdown_timeout: float = 30.0
     max_lifetime: float = 0.0
     """``max-tunnel-lifetime``: at this age the tunnel gets CLOSE 1001 (0 = none)."""
+    framing: Framing | None = None
+    """Message framing to the backend (``None``: ``stream``, bytes as they come; the hub's case)."""
+    backend_ended: Callable[[], Awaitable[tuple[int, str]]] | None = None
+    """The close code and reason when the backend ends its output (default 1001); a ``process``
+    route's: 1000 if the program exited with 0, else 1011."""
 
 
 @final
@@ -169,7 +175,9 @@ class _Tunnel:
         self.last_client_read = now
         self.last_backend_read = now
         self.backend_write_started: float | None = None
-        self.framer = None if codec.binary else TextFramer()
+        framing = settings.framing
+        self.splitter = framing.splitter(not codec.binary) if framing is not None else None
+        self.framer = None if codec.binary or framing is not None else TextFramer()
 
     @property
     def outcome(self) -> Outcome | None:
@@ -268,6 +276,7 @@ class _Tunnel:
             and isinstance(self.client, FdPipe)
             and isinstance(self.backend, FdPipe)
             and self.settings.ping_interval <= 0
+            and self.settings.framing is None
         )
 
     async def visit(self, hub: Hub) -> HandBack:
@@ -347,10 +356,16 @@ class _Tunnel:
         await trio.sleep_forever()
 
     async def _backend_ended(self) -> None:
-        """Backend EOF: the data first, then 1001."""
+        """Backend EOF: the data first, then 1001 (or what ``backend_ended`` says)."""
         if self.framer is not None and (tail := self.framer.flush()):
             await self.sender.send(self.codec.data(tail))
-        self.finish(CloseReason.GOING_AWAY, "", "backend")
+        if self.splitter is not None and (rest := self.splitter.flush()) is not None:
+            await self.sender.send(self.codec.data(rest))
+        code: int = CloseReason.GOING_AWAY
+        reason = ""
+        if self.settings.backend_ended is not None:
+            code, reason = await self.settings.backend_ended()
+        self.finish(code, reason, "backend")
 
     # -- the tasks ------------------------------------------------------------
 
@@ -415,6 +430,9 @@ class _Tunnel:
         return True
 
     async def backend_to_client(self) -> None:
+        if self.splitter is not None:
+            await self._messages_to_client(self.splitter)
+            return
         codec = self.codec
         framer = self.framer
         receive = self.backend.receive
@@ -441,6 +459,48 @@ class _Tunnel:
             if not await send(data):
                 self._client_gone()
                 return
+
+    async def _messages_to_client(self, splitter: MessageSplitter) -> None:
+        """backend_to_client with a ``framing``: each backend message is one WebSocket message."""
+        codec = self.codec
+        receive = self.backend.receive
+        send = self.sender.send
+        framing = self.settings.framing
+        assert framing is not None
+        flush_after = framing.flush_timeout
+        if not await self.sender.flush():
+            self._client_gone()
+            return
+        while True:
+            try:
+                if flush_after and splitter.pending:
+                    data = None
+                    with trio.move_on_after(flush_after):
+                        data = await receive()
+                    if data is None:  # a partial line waited flush-timeout: send it as it is
+                        rest = splitter.flush()
+                        if rest is not None and not await send(codec.data(rest)):
+                            self._client_gone()
+                            return
+                        continue
+                else:
+                    data = await receive()
+            except BROKEN as exc:
+                self._backend_failed("read", exc)
+                return
+            self.last_backend_read = trio.current_time()
+            if not data:
+                await self._backend_ended()
+                return
+            try:
+                messages = splitter.feed(data)
+            except FramingError as exc:
+                self.finish(CloseReason.INTERNAL_ERROR, str(exc), "backend")
+                return
+            for message in messages:
+                if not await send(codec.data(message)):
+                    self._client_gone()
+                    return
 
     async def pinger(self) -> None:
         interval = self.settings.ping_interval

@@ -59,6 +59,7 @@ from wstrio._sansio.config.values import (
     strings,
     workers,
 )
+from wstrio._sansio.websocket.framing import FRAMINGS
 
 __all__ = ["config_from_mapping", "config_from_text", "load_config", "parse_listen", "read_config_file"]
 
@@ -194,6 +195,17 @@ class _Loader(Walker):
             "max-tunnel-lifetime": seconds,
             "queue-size": integer(0),
             "queue-timeout": seconds,
+            "framing": choice(*FRAMINGS),
+            "length-bytes": length_bytes,
+            "flush-timeout": seconds,
+            "command": strings(),
+            "working-directory": self.path,
+            "max-processes": integer(0),
+            "stderr": choice("log", "client", "discard"),
+            "pty": boolean,
+            "bin-environment": environment,
+            "bin-copy-environment": strings(),
+            "kill-grace": seconds,
         }
         before = len(self.problems)
         got = self.table(data, path, schema, required=("handler",))
@@ -205,11 +217,33 @@ class _Loader(Walker):
             self.problem(path, f"give only one of 'path', 'regex', 'extensions', not {matchers}")
         if "path" in got and not got["path"].startswith("/"):
             self.problem(f"{path}.path", f"must start with '/', not {got['path']!r}")
-        wstunnel_only = ("frame-type", "origins", "ping-interval", "pong-timeout", "max-frame-size", "max-message-size")
-        if handler is not None and handler != "wstunnel":
+        wstunnel_only: tuple[str, ...] = ("frame-type", "origins", "ping-interval", "pong-timeout", "max-frame-size")
+        wstunnel_only += ("max-message-size", "framing", "length-bytes", "flush-timeout")
+        if handler is not None and handler not in ("wstunnel", "process"):
             for key in wstunnel_only:
                 if key in got:
-                    self.problem(f"{path}.{key}", f"only applies to wstunnel routes, not {handler!r}")
+                    self.problem(f"{path}.{key}", f"only applies to wstunnel and process routes, not {handler!r}")
+        process_only: tuple[str, ...] = ("command", "working-directory", "max-processes", "stderr", "pty")
+        process_only += ("bin-environment",)
+        process_only += ("bin-copy-environment", "kill-grace")
+        if handler is not None and handler != "process":
+            for key in process_only:
+                if key in got:
+                    self.problem(f"{path}.{key}", f"only applies to process routes, not {handler!r}")
+        if handler == "process":
+            if not got.get("command"):
+                self.problem(
+                    f"{path}.command", 'a process route needs the program to run, e.g. command = ["./count.sh"]'
+                )
+            if "upgrade" in got:
+                self.problem(f"{path}.upgrade", "does not apply to process routes (they always take WebSockets)")
+        if "length-bytes" in got and got.get("framing") != "length-prefixed":
+            self.problem(f"{path}.length-bytes", 'only applies with framing = "length-prefixed"')
+        if "flush-timeout" in got and got.get("framing", "lines" if handler == "process" else "stream") not in (
+            "lines",
+            "nul",
+        ):
+            self.problem(f"{path}.flush-timeout", 'only applies with framing = "lines" or "nul"')
         if handler == "wstunnel" and "upgrade" in got:
             self.problem(f"{path}.upgrade", "does not apply to wstunnel routes (they always take WebSocket upgrades)")
         for key in ("assign", "execute-x-only", "read-timeout", "write-timeout"):
@@ -235,6 +269,9 @@ class _Loader(Walker):
             raw_backends = []
         if handler in BACKEND_HANDLERS and not raw_backends:
             self.problem(f"{path}.backend", f"a {handler} route needs at least one [[route.backend]]")
+        if handler == "process" and raw_backends:
+            self.problem(f"{path}.backend", "process routes run their command per WebSocket and take no backend")
+            raw_backends = []
         if handler == "cgi" and raw_backends:
             self.problem(f"{path}.backend", "cgi routes run scripts under document-root and take no backend")
             raw_backends = []
@@ -279,6 +316,17 @@ class _Loader(Walker):
             max_tunnel_lifetime=got.get("max-tunnel-lifetime"),
             queue_size=got.get("queue-size", 100),
             queue_timeout=got.get("queue-timeout", 10.0),
+            framing=got.get("framing"),
+            length_bytes=got.get("length-bytes", 4),
+            flush_timeout=got.get("flush-timeout", 0.0),
+            command=tuple(got.get("command", ())),
+            working_directory=got.get("working-directory", self.base if handler == "process" else None),
+            max_processes=got.get("max-processes", 0),
+            stderr=got.get("stderr", "log"),
+            pty=got.get("pty", False),
+            bin_environment=got.get("bin-environment", ()),
+            bin_copy_environment=tuple(got.get("bin-copy-environment", ())),
+            kill_grace=got.get("kill-grace", 5.0),
         )
 
     def tls(self, data: object, path: str) -> TlsConfig | None:
@@ -428,6 +476,14 @@ class _Loader(Walker):
             if key in server:
                 kwargs[attr] = server[key]
         return ServerConfig(**kwargs)
+
+
+def length_bytes(value: object) -> int:
+    """``length-bytes``: 2, 4 or 8."""
+    if isinstance(value, bool) or value not in (2, 4, 8):
+        bad(f"must be 2, 4 or 8, not {value!r}")
+    assert isinstance(value, int)
+    return value
 
 
 def config_from_mapping(

@@ -38,7 +38,7 @@ from __future__ import annotations
 import codecs
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import final
 
 import attrs
@@ -151,9 +151,19 @@ class WebSocketCodec:
     """Server-side WebSocket framing for one connection (sans-I/O)."""
 
     def __init__(
-        self, *, binary: bool, leftover: bytes = b"", max_frame_size: int = 0, max_message_size: int = 0
+        self,
+        *,
+        binary: bool,
+        leftover: bytes = b"",
+        max_frame_size: int = 0,
+        max_message_size: int = 0,
+        encode_message: Callable[[bytes], bytes] | None = None,
     ) -> None:
+        """``encode_message``: keep message boundaries (a ``framing`` other than ``stream``):
+        each client message is held until it is complete, then passed on as ``encode_message(message)``."""
         self._opcode = OP_BINARY if binary else OP_TEXT
+        self._encode = encode_message
+        self._parts: list[bytes] = []  # the message in progress, with encode_message
         # 0: no limit.  Checked against the declared lengths in frame headers,
         # so an oversized frame is refused before its payload is read.
         self._max_frame = max_frame_size
@@ -217,7 +227,16 @@ class WebSocketCodec:
                 msg = f"invalid UTF-8 in text message: {exc.reason}"
                 raise _ProtocolError(msg, INVALID_DATA) from None
         if piece:
-            self._data.append(piece)
+            if self._encode is not None:
+                self._parts.append(piece)
+            else:
+                self._data.append(piece)
+
+    def _encoded(self) -> None:
+        """A message is complete: pass it on, encoded (``encode_message``)."""
+        assert self._encode is not None
+        parts, self._parts = self._parts, []
+        self._data.append(self._encode(parts[0] if len(parts) == 1 else b"".join(parts)))
 
     def _parse(self, buf: bytes | bytearray) -> None:
         n = len(buf)
@@ -239,6 +258,8 @@ class WebSocketCodec:
                     self._message = 0
                     self._utf8 = None
                     self.messages_received += 1
+                    if self._encode is not None:
+                        self._encoded()
                 continue
             if n - pos < 2:
                 break
@@ -329,6 +350,8 @@ class WebSocketCodec:
                     self._message = 0
                     self._utf8 = None
                     self.messages_received += 1
+                    if self._encode is not None:
+                        self._encoded()
         if pos < n:
             self._buffer = bytes(buf[pos:])
 
