@@ -685,10 +685,17 @@ async def start_cli_server(
     Raises:
         AssertionError: it exited before listening (with its stderr).
     """
+    return await start_cli(nursery, "serve", str(config), *args, wrapper=wrapper, cwd=config.parent, **popen)
+
+
+async def start_cli(
+    nursery: trio.Nursery, *argv: str, wrapper: Sequence[str] = (), cwd: Path | None = None, **popen: Any
+) -> CliServer:
+    """Start ``python -m wstrio ARGV...`` and wait for its "listening on" line (see :func:`start_cli_server`)."""
     process = await trio.lowlevel.open_process(
-        [*wrapper, sys.executable, "-m", "wstrio", "serve", str(config), *args],
+        [*wrapper, sys.executable, "-m", "wstrio", *argv],
         stderr=subprocess.PIPE,
-        **{"stdin": subprocess.DEVNULL, "cwd": str(config.parent), **popen},
+        **{"stdin": subprocess.DEVNULL, "cwd": str(cwd or Path.cwd()), **popen},
     )
     lines: list[str] = []
     listening = trio.Event()

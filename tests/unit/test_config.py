@@ -451,7 +451,9 @@ def test_route_regex_and_extensions_parse() -> None:
 )
 def test_wstunnel_only_keys_rejected_on_other_handlers(key: str, value: object) -> None:
     route = {"path": "/", "handler": "proxy", "backend": [{"host": "h", "port": 1}], key: value}
-    assert _problems({"route": [route]}) == {f"route[0].{key}": "only applies to wstunnel and process routes, not 'proxy'"}
+    assert _problems({"route": [route]}) == {
+        f"route[0].{key}": "only applies to wstunnel and process routes, not 'proxy'"
+    }
 
 
 def test_upgrade_rejected_on_wstunnel() -> None:
