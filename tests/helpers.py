@@ -685,7 +685,8 @@ async def start_cli_server(
     Raises:
         AssertionError: it exited before listening (with its stderr).
     """
-    return await start_cli(nursery, "serve", str(config), *args, wrapper=wrapper, cwd=config.parent, **popen)
+    cwd = Path(popen.pop("cwd", config.parent))
+    return await start_cli(nursery, "serve", str(config), *args, wrapper=wrapper, cwd=cwd, **popen)
 
 
 async def start_cli(
