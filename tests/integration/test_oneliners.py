@@ -104,3 +104,24 @@ async def test_the_count_page_with_wstrio_run_and_cat(
     # One message per line, without its newline: "RECV: 1", then the next SEND at once.
     assert re.findall(r"RECV: (\d+)\n", text) == ["1", "2", "3", "4", "5"], text
     assert "RECV: 1\nSEND: 2" in text, text
+
+
+@pytest.mark.parametrize("name", ["count.sh", "greeter.py"])
+async def test_the_process_examples_as_their_comments_say(nursery: trio.Nursery, name: str) -> None:
+    here = EXAMPLES / "process"
+    cli = await start_cli(nursery, "run", "--listen", "127.0.0.1:0", "--", f"./{name}", cwd=here)
+
+    def client() -> list[str | bytes]:
+        with connect(f"ws://127.0.0.1:{cli.port}/some/where") as ws:
+            if name == "count.sh":
+                return [ws.recv(timeout=10) for _ in range(10)]
+            first = ws.recv(timeout=10)
+            ws.send("shout")
+            return [first, ws.recv(timeout=10)]
+
+    got = await ws_client(client)
+    if name == "count.sh":
+        assert got == [str(i) for i in range(1, 11)]
+    else:
+        assert got == ["hello 127.0.0.1, you asked for /some/where", "SHOUT"]
+    assert await cli.stop() == 0

@@ -41,7 +41,7 @@ from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._io.streams.pipes import close_stream
 from wstrio._io.streams.route_settings import framing_of, tunnel_settings
 from wstrio._io.streams.tunnel import run_tunnel
-from wstrio._sansio.cgi.environ import build_cgi_environ, split_script_path
+from wstrio._sansio.cgi.environ import build_cgi_environ
 from wstrio._sansio.http.request import Request
 from wstrio._sansio.limits import BUSY_RETRY_AFTER
 from wstrio._sansio.websocket.codec import WebSocketCodec
@@ -72,15 +72,12 @@ def process_environment(
     ``PYTHONUNBUFFERED=1``, then ``bin-copy-environment`` from wstrio's
     environment and ``bin-environment`` (which wins).
     """
-    prefix = route.path or "/"
-    try:
-        script_name, path_info = split_script_path(request.path, prefix) if route.path else (request.path, "")
-    except ValueError:
-        script_name, path_info = request.path, ""
+    # SCRIPT_NAME is the route's path without its final "/" (empty for "/"); PATH_INFO what follows.
+    script_name, path_info = request.path, ""
     if route.path is not None:
-        # SCRIPT_NAME is the route's path; PATH_INFO what follows it.
-        script_name = route.path.rstrip("/") or "/"
-        path_info = request.path[len(script_name) :] if request.path.startswith(script_name) else ""
+        base = route.path.rstrip("/")
+        if request.path.startswith(base):
+            script_name, path_info = base, request.path[len(base) :]
     environ = build_cgi_environ(
         request,
         script_name=script_name,
