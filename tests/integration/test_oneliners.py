@@ -106,22 +106,37 @@ async def test_the_count_page_with_wstrio_run_and_cat(
     assert "RECV: 1\nSEND: 2" in text, text
 
 
-@pytest.mark.parametrize("name", ["count.sh", "greeter.py"])
-async def test_the_process_examples_as_their_comments_say(nursery: trio.Nursery, name: str) -> None:
-    here = EXAMPLES / "process"
+@pytest.mark.parametrize("name", ["count.sh", "echo.py", "greeter.py"])
+async def test_the_websocketd_examples_as_their_comments_say(nursery: trio.Nursery, name: str) -> None:
+    here = EXAMPLES / "websocketd"
     cli = await start_cli(nursery, "run", "--listen", "127.0.0.1:0", "--", f"./{name}", cwd=here)
 
     def client() -> list[str | bytes]:
-        with connect(f"ws://127.0.0.1:{cli.port}/some/where") as ws:
+        with connect(f"ws://127.0.0.1:{cli.port}/some/where?name=Grace") as ws:
             if name == "count.sh":
                 return [ws.recv(timeout=10) for _ in range(10)]
+            if name == "echo.py":
+                ws.send("one")
+                ws.send("two")
+                return [ws.recv(timeout=10), ws.recv(timeout=10)]
             first = ws.recv(timeout=10)
             ws.send("shout")
             return [first, ws.recv(timeout=10)]
 
     got = await ws_client(client)
-    if name == "count.sh":
-        assert got == [str(i) for i in range(1, 11)]
-    else:
-        assert got == ["hello 127.0.0.1, you asked for /some/where", "SHOUT"]
+    expected = {
+        "count.sh": [str(i) for i in range(1, 11)],
+        "echo.py": ["one", "two"],
+        "greeter.py": ["hello Grace, from 127.0.0.1", "Grace said: shout"],
+    }
+    assert got == expected[name]
     assert await cli.stop() == 0
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+async def test_the_greeter_page_in_chromium(nursery: trio.Nursery, chromium: Chromium) -> None:
+    here = EXAMPLES / "websocketd"
+    cli = await start_cli(nursery, "run", "--listen", "127.0.0.1:0", "--static", ".", "--", "./greeter.py", cwd=here)
+    text = await chromium.page_text(f"http://127.0.0.1:{cli.port}/", until="Ada said: hi")
+    assert "RECV: hello Ada, from 127.0.0.1\nRECV: Ada said: hi" in text, text

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from tests.helpers import (
     client_frame,
     pid_alive,
     serve_tcp_backend,
+    start_cli,
     start_server,
     wait_pid_gone,
     ws_client,
@@ -339,3 +343,39 @@ async def test_a_length_over_max_message_size_closes_1011(nursery: trio.Nursery)
     code, reason = await ws_client(client)
     assert code == 1011
     assert "4294967295-byte message (max-message-size is 1000)" in reason
+
+
+async def test_a_client_reset_stops_the_program(nursery: trio.Nursery, raw: RawClients, tmp_path: Path) -> None:
+    pids = tmp_path / "pid"
+    source = f"echo $$ > {pids}; echo ready; while true; do sleep 1; done"
+    server = await start(nursery, process_route(["sh", "-c", source]))
+    client = await raw.tcp(server.port)
+    assert (await client.ws_handshake("/p/")).status == 101
+    assert (await client.read_frame()).payload == b"ready"
+    pid = int(pids.read_text())
+    sock = client.stream.socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST, no CLOSE frame, no FIN
+    await wait_pid_gone(pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+async def test_programs_do_not_outlive_the_server(nursery: trio.Nursery, tmp_path: Path, sig: int) -> None:
+    pids = tmp_path / "pid"
+    source = f"trap '' TERM; echo $$ > {pids}; echo ready; while true; do sleep 1; done"
+    cli = await start_cli(nursery, "run", "--listen", "127.0.0.1:0", "--", "sh", "-c", source, cwd=tmp_path)
+    client = await RawClient.tcp(cli.port)
+    try:
+        assert (await client.ws_handshake("/")).status == 101
+        assert (await client.read_frame()).payload == b"ready"
+        pid = int(pids.read_text())
+        cli.process.send_signal(sig)
+        if sig == signal.SIGTERM:
+            # The graceful stop: CLOSE 1001 to the client, then the program's group is ended.
+            frame = await client.read_frame()
+            assert frame.close_code == 1001
+            await client.send(client_close_frame(1001))
+        await cli.stop(None)
+        await wait_pid_gone(pid)  # after SIGKILL of wstrio: its keeper kills the group
+    finally:
+        await client.aclose()
