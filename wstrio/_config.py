@@ -465,6 +465,9 @@ class ServerConfig:
     """``max-request-headers``: header fields allowed in a request (431 above)."""
     shutdown_timeout: float = 30.0
     """``shutdown-timeout``: grace period on SIGINT/SIGTERM before connections are cut."""
+    devconsole: bool = False
+    """``devconsole``: a browser opening a ``wstunnel`` or ``process`` route's URL from a loopback
+    address gets a page to connect, send and watch messages (websocketd's ``--devconsole``)."""
     drain_timeout: float = 0.0
     """``drain-timeout``: after a reload removed a spawned backend, how long its processes keep
     serving the tunnels still open to them (0 = until the last one ends); with ``workers``, also

@@ -40,6 +40,9 @@ def _common(parser: argparse.ArgumentParser, default_listen: str) -> None:
     parser.add_argument("--origin", action="append", default=[], metavar="ORIGIN", help="allowed Origin (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the equivalent TOML and exit")
     parser.add_argument(
+        "--devconsole", action="store_true", help="a page to try the WebSocket from a browser (loopback clients only)"
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
 
@@ -112,6 +115,8 @@ def oneliner_toml(args: argparse.Namespace, argv: Sequence[str]) -> str:
     static = args.static if args.command == "run" else args.web
     if static:
         lines.append(f"document-root = {_q(static)}")
+    if args.devconsole:
+        lines.append("devconsole = true")
     lines += ["", "[[route]]", f"path = {_q(args.path)}"]
     if args.command == "run":
         program = list(args.program)

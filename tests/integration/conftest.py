@@ -125,8 +125,13 @@ class _Cdp:
             return result
 
 
-def _page_text_until(devtools_url: str, url: str, needle: str, deadline: float) -> str:
-    """Open ``url`` in a new tab; poll its text until it contains ``needle`` or time is up."""
+def _page_text_until(
+    devtools_url: str, url: str, needle: str, deadline: float, actions: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """Open ``url`` in a new tab; poll its text until it contains ``needle`` or time is up.
+
+    ``actions``: ``(text, script)`` pairs: once the page shows ``text``, ``script`` runs in it (once, in order).
+    """
     with ws_connect(devtools_url) as ws:
         cdp = _Cdp(ws)
         target = cdp.call("Target.createTarget", {"url": url})["targetId"]
@@ -140,7 +145,11 @@ def _page_text_until(devtools_url: str, url: str, needle: str, deadline: float) 
                 session,
             )
             text = str(result.get("result", {}).get("value", ""))
-            if needle in text:
+            if actions and actions[0][0] in text:
+                cdp.call("Runtime.evaluate", {"expression": actions[0][1]}, session)
+                actions = actions[1:]
+                continue
+            if needle in text and not actions:
                 break
             time.sleep(0.1)  # the page's own WebSocket is what we wait for
         cdp.call("Target.closeTarget", {"targetId": target})
@@ -154,9 +163,14 @@ class Chromium:
         self.devtools_url = devtools_url
         self.log = log
 
-    async def page_text(self, url: str, *, until: str, deadline: float = 30.0) -> str:
-        """Load ``url`` and return the page's text once it contains ``until`` (or after ``deadline`` s)."""
-        return await ws_client(_page_text_until, self.devtools_url, url, until, deadline)
+    async def page_text(
+        self, url: str, *, until: str, deadline: float = 30.0, actions: tuple[tuple[str, str], ...] = ()
+    ) -> str:
+        """Load ``url`` and return the page's text once it contains ``until`` (or after ``deadline`` s).
+
+        ``actions``: ``(text, script)``: when the page shows ``text``, run ``script`` in it (typing, clicking).
+        """
+        return await ws_client(_page_text_until, self.devtools_url, url, until, deadline, actions)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._sansio.devconsole import HEADERS, PAGE, is_local, wants_console
 from wstrio._sansio.http.static import content_type, etag_for, http_date, inside_root, is_denied, is_not_modified
 
 if TYPE_CHECKING:
@@ -97,6 +98,15 @@ async def _not_here(
     if route is None:
         await send_simple(exchange, status, headers=headers)
         return
+    if ctx.config.devconsole and is_local(request.client[0] if request.client else None):
+        if request.method in ("GET", "HEAD") and wants_console(request.header(b"accept")):
+            exchange.set_log_note("dev console")
+            body = PAGE if request.method == "GET" else b""
+            headers = [*HEADERS, (b"content-length", str(len(PAGE)).encode())]
+            await exchange.start_response(200, [(b"content-type", b"text/html; charset=utf-8"), *headers])
+            await exchange.send_data(body)
+            await exchange.end_response()
+            return
     text = (
         f"426 Upgrade Required: {request.path} is a WebSocket endpoint (wstrio route {route.describe()}).\n"
         "Connect with a WebSocket client, e.g. new WebSocket('ws://host/path') in a browser's JavaScript.\n"
