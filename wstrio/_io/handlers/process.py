@@ -36,7 +36,7 @@ import trio
 
 from wstrio._config import Route, ServerConfig
 from wstrio._errors import HandshakeRejected
-from wstrio._io.backends.process import SpawnedProcess, make_preexec
+from wstrio._io.backends.process import SpawnedProcess
 from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._io.streams.pipes import close_stream
 from wstrio._io.streams.route_settings import framing_of, tunnel_settings
@@ -171,7 +171,8 @@ def _spawn(route: Route, environ: dict[str, str], ctx: ServerContext) -> _Starte
             env=environ,
             close_fds=True,
             process_group=0,
-            preexec_fn=make_preexec(),
+            # No preexec_fn (PR_SET_PDEATHSIG): it would force a fork of the whole server per connection
+            # instead of vfork, five times slower; the keeper kills the group if wstrio dies, as for CGI.
             restore_signals=True,
         )
     except OSError as exc:
