@@ -779,3 +779,27 @@ async def serve_recording_backend(nursery: trio.Nursery, record: Callable[[h11.R
             return
 
     return await serve_tcp_backend(nursery, app)
+
+
+class ProxyLineBackend:
+    """A wstunnel backend that reads wstrio's PROXY v1 line (``send-proxy-protocol = "v1"``), says whom it
+    serves (``"NAME serves ADDR:PORT"``, or ``"serves ADDR:PORT"`` without a name), then echoes."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        line = b""
+        while not line.endswith(b"\r\n"):
+            byte = await stream.receive_some(1)
+            if not byte:
+                return
+            line += byte
+        _proxy, _family, source, _dest, sport, _dport = line.decode().split()
+        hello = f"serves {source}:{sport}"
+        try:
+            await stream.send_all((f"{self.name} {hello}" if self.name else hello).encode())
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
+        except trio.BrokenResourceError:
+            pass

@@ -25,6 +25,7 @@ from tests.helpers import (
     OP_TEXT,
     PROCESS_TIMEOUT,
     CliServer,
+    ProxyLineBackend,
     RawClient,
     client_frame,
     handshake_request,
@@ -65,34 +66,12 @@ backend wstrio
 """
 
 
-class NamedBackend:
-    """A wstunnel backend that reads wstrio's PROXY v1 line, says who it is and whom it serves, then echoes."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def __call__(self, stream: trio.SocketStream) -> None:
-        line = b""
-        while not line.endswith(b"\r\n"):
-            byte = await stream.receive_some(1)
-            if not byte:
-                return
-            line += byte
-        _proxy, _family, source, _dest, sport, _dport = line.decode().split()
-        try:
-            await stream.send_all(f"{self.name} serves {source}:{sport}".encode())
-            while data := await stream.receive_some(65536):
-                await stream.send_all(data)
-        except trio.BrokenResourceError:
-            pass
-
-
 async def _wstrio(nursery: trio.Nursery, tmp_path: Path, name: str) -> CliServer:
     sock = tmp_path / f"{name}.sock"
     listener = trio.socket.socket(trio.socket.AF_UNIX)
     await listener.bind(str(sock))
     listener.listen(64)
-    await nursery.start(trio.serve_listeners, NamedBackend(name), [trio.SocketListener(listener)])
+    await nursery.start(trio.serve_listeners, ProxyLineBackend(name), [trio.SocketListener(listener)])
     config = tmp_path / f"{name}.toml"
     config.write_text(
         "[server]\n"

@@ -19,6 +19,7 @@ import trio
 from tests.helpers import (
     OP_TEXT,
     PROCESS_TIMEOUT,
+    ProxyLineBackend,
     RawClient,
     client_frame,
     handshake_request,
@@ -44,31 +45,12 @@ def documented_blocks() -> list[str]:
     return re.findall(r"```nginx\n(.*?)```", section, re.DOTALL)
 
 
-class ReportingBackend:
-    """A wstunnel backend: reads wstrio's PROXY v1 line, says whom it serves, then echoes."""
-
-    async def __call__(self, stream: trio.SocketStream) -> None:
-        line = b""
-        while not line.endswith(b"\r\n"):
-            byte = await stream.receive_some(1)
-            if not byte:
-                return
-            line += byte
-        _proxy, _family, source, _dest, sport, _dport = line.decode().split()
-        try:
-            await stream.send_all(f"serves {source}:{sport}".encode())
-            while data := await stream.receive_some(65536):
-                await stream.send_all(data)
-        except trio.BrokenResourceError:
-            pass
-
-
 async def wstrio_behind(nursery: trio.Nursery, tmp_path: Path, name: str, server: dict[str, Any]) -> int:
     sock = tmp_path / f"{name}.sock"
     listener = trio.socket.socket(trio.socket.AF_UNIX)
     await listener.bind(str(sock))
     listener.listen(64)
-    await nursery.start(trio.serve_listeners, ReportingBackend(), [trio.SocketListener(listener)])
+    await nursery.start(trio.serve_listeners, ProxyLineBackend(), [trio.SocketListener(listener)])
     route = {
         "path": "/ws/",
         "handler": "wstunnel",

@@ -53,6 +53,25 @@ def process_route(command: list[str], path: str = "/p/", **extra: Any) -> dict[s
     return {"path": path, "handler": "process", "command": command, **extra}
 
 
+def until_closed(url: str, send: tuple[str, ...] = ()) -> tuple[list[str | bytes], int | None, str | None]:
+    """Connect, send ``send``, and read every message until the server closes: (messages, code, reason)."""
+    got: list[str | bytes] = []
+    with connect(url) as ws:
+        for text in send:
+            ws.send(text)
+        try:
+            while True:
+                got.append(ws.recv(timeout=10))
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+    return got, rcvd.code if rcvd else None, rcvd.reason if rcvd else None
+
+
+def framed_route(port: int, **keys: Any) -> dict[str, Any]:
+    """A wstunnel route ``/t/`` to 127.0.0.1:``port`` with ``keys`` (the framing)."""
+    return {"path": "/t/", "handler": "wstunnel", "backend": [{"host": "127.0.0.1", "port": port}], **keys}
+
+
 async def start(nursery: trio.Nursery, *routes: dict[str, Any], **server: Any) -> wstrio.Server:
     return await start_server(nursery, {"server": {"shutdown-timeout": 0.5, **server}, "route": list(routes)})
 
@@ -101,19 +120,7 @@ async def test_lines_both_ways_and_the_websocketd_environment(
 async def test_the_exit_status_is_the_close_code(nursery: trio.Nursery, status: int, code: int) -> None:
     server = await start(nursery, process_route(["sh", "-c", f"echo 1; echo 2; exit {status}"]))
 
-    def client() -> tuple[list[str | bytes], int | None, str | None]:
-        with connect(server.url("/p/", scheme="ws")) as ws:
-            got = []
-            try:
-                while True:
-                    got.append(ws.recv(timeout=10))
-            except ConnectionClosed as exc:
-                rcvd = exc.rcvd
-            assert rcvd is not None
-            return got, rcvd.code, rcvd.reason
-        return got, None, None
-
-    got, received, reason = await ws_client(client)
+    got, received, reason = await ws_client(until_closed, server.url("/p/", scheme="ws"))
     assert got == ["1", "2"]
     assert received == code
     if status:
@@ -161,17 +168,7 @@ async def test_stderr_modes(nursery: trio.Nursery, mode: str, caplog: pytest.Log
     command = ["sh", "-c", "echo to-stderr >&2; sleep 0.2; echo to-stdout"]
     server = await start(nursery, process_route(command, stderr=mode))
 
-    def client() -> list[str | bytes]:
-        got = []
-        with connect(server.url("/p/", scheme="ws")) as ws:
-            try:
-                while True:
-                    got.append(ws.recv(timeout=10))
-            except ConnectionClosed:
-                pass
-        return got
-
-    got = await ws_client(client)
+    got, _code, _reason = await ws_client(until_closed, server.url("/p/", scheme="ws"))
     logged = [r.getMessage() for r in caplog.records if r.name == "wstrio.process"]
     if mode == "client":
         assert got == ["to-stderr", "to-stdout"]
@@ -270,7 +267,7 @@ async def test_framing_on_a_wstunnel_route(
     nursery: trio.Nursery, framing: dict[str, Any], sent: bytes, reply: bytes, expected: list[str]
 ) -> None:
     port, seen = await recording_backend(nursery, reply)
-    route = {"path": "/t/", "handler": "wstunnel", "backend": [{"host": "127.0.0.1", "port": port}], **framing}
+    route = framed_route(port, **framing)
     server = await start(nursery, route)
 
     def client() -> list[str | bytes]:
@@ -300,13 +297,7 @@ async def test_flush_timeout_sends_a_partial_line(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     port, _seen = await recording_backend(nursery, b"prompt> ")
-    route = {
-        "path": "/t/",
-        "handler": "wstunnel",
-        "framing": "lines",
-        "flush-timeout": 0.5,
-        "backend": [{"host": "127.0.0.1", "port": port}],
-    }
+    route = framed_route(port, framing="lines", **{"flush-timeout": 0.5})
     server = await start(nursery, route)
     client = await RawClient.tcp(server.port)
     try:
@@ -320,27 +311,8 @@ async def test_flush_timeout_sends_a_partial_line(
 
 async def test_a_length_over_max_message_size_closes_1011(nursery: trio.Nursery) -> None:
     port, _seen = await recording_backend(nursery, b"\xff\xff\xff\xff")
-    route = {
-        "path": "/t/",
-        "handler": "wstunnel",
-        "framing": "length-prefixed",
-        "max-message-size": 1000,
-        "backend": [{"host": "127.0.0.1", "port": port}],
-    }
-    server = await start(nursery, route)
-
-    def client() -> tuple[int, str]:
-        with connect(server.url("/t/", scheme="ws")) as ws:
-            ws.send("x")
-            try:
-                ws.recv(timeout=10)
-            except ConnectionClosed as exc:
-                rcvd = exc.rcvd
-            assert rcvd is not None
-            return rcvd.code, rcvd.reason
-        return 0, ""
-
-    code, reason = await ws_client(client)
+    server = await start(nursery, framed_route(port, framing="length-prefixed", **{"max-message-size": 1000}))
+    _got, code, reason = await ws_client(until_closed, server.url("/t/", scheme="ws"), ("x",))
     assert code == 1011
     assert "4294967295-byte message (max-message-size is 1000)" in reason
 

@@ -50,7 +50,7 @@ from wstrio._io.streams.fastpath.hub import Hub
 from wstrio._io.streams.timers import TimerService
 from wstrio._sansio.http.request import Request
 from wstrio._sansio.limits import ConnectionCounter, RateLimiter
-from wstrio._sansio.metrics import Counters
+from wstrio._sansio.metrics import Counters, route_label
 from wstrio._sansio.routing import Router
 
 __all__ = ["RouteMatch", "RouteState", "ServerContext", "Services"]
@@ -81,6 +81,8 @@ class RouteMatch:
     _backends: RouteBackends | None
     state: RouteState
     """Its counters (open tunnels, requests per address)."""
+    label: str = ""
+    """Its ``route`` label in the metrics (its path; ``path#index`` for a second route with that path)."""
 
     @property
     def has_backends(self) -> bool:
@@ -175,7 +177,7 @@ class ServerContext:
         self.keeper = services.keeper
         self.backends: dict[int, RouteBackends] = {}
         """The backends of every route that has some, by route index (the server starts them)."""
-        matches = []
+        matches: list[RouteMatch] = []
         kept_routes: list[int] = []  # indexes of the previous routes already taken
         running = previous.spawned_pools() if previous is not None else []
         for index, route in enumerate(config.routes):
@@ -199,7 +201,12 @@ class ServerContext:
                 state = RouteState(per_ip)
             if backends is not None:
                 self.backends[index] = backends
-            matches.append(RouteMatch(route, index, backends=backends, state=state))
+            label = route_label(route)
+            if any(
+                m.label == label for m in matches
+            ):  # the second route with a path never matches what the first takes
+                label = f"{label}#{index}"
+            matches.append(RouteMatch(route, index, backends=backends, state=state, label=label))
         self._matches: tuple[RouteMatch, ...] = tuple(matches)
         self.removed_pools = running
         """The pools of the previous configuration that this one does not use (a reload drains them)."""
@@ -229,11 +236,6 @@ class ServerContext:
     def matches(self) -> tuple[RouteMatch, ...]:
         """Every route with what the server keeps for it, by route index."""
         return self._matches
-
-    @property
-    def route_states(self) -> tuple[RouteState, ...]:
-        """Each route's counters, by route index."""
-        return tuple(m.state for m in self._matches)
 
     def spawned_pools(self) -> list[SpawnedPool]:
         """Every ``bin-path`` pool this configuration runs."""

@@ -26,11 +26,11 @@ from wstrio._io.streams.pipes import close_stream
 from wstrio._sansio.metrics import (
     CONTENT_TYPE,
     BackendStatistics,
+    Counters,
     RouteCounters,
     RouteStatistics,
     ServerStatistics,
     exposition,
-    route_label,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def server_statistics(context: ServerContext, active: int, total: int, reloads: 
     routes = []
     seen: set[str] = set()
     for match in context.matches:
-        label = route_label(match.route)
+        label = match.label
         backends = []
         if match.has_backends:
             route_backends = match.backends
@@ -87,8 +87,6 @@ def server_statistics(context: ServerContext, active: int, total: int, reloads: 
                         restarts=pool.restarts if pool is not None else None,
                     )
                 )
-        if label in seen:  # two routes with one path: the second never matches what the first takes
-            label = f"{label}#{match.index}"
         seen.add(label)
         routes.append(RouteStatistics(label, match.state.tunnels, _copy(counters.route(label)), tuple(backends)))
     for label, route_counters in counters.routes.items():
@@ -156,19 +154,19 @@ async def _answer(
         return response[: len(response) - len(body)] if event.method == b"HEAD" else response
 
 
-async def _measure_lag(context_of: Callable[[], ServerContext]) -> None:
+async def _measure_lag(counters: Counters) -> None:
     """Every :data:`LAG_EVERY` s: how late a sleep woke (a busy loop wakes its tasks late)."""
     while True:
         asked = trio.current_time() + LAG_EVERY
         await trio.sleep_until(asked)
-        context_of().services.counters.loop_lag = max(0.0, trio.current_time() - asked)
+        counters.loop_lag = max(0.0, trio.current_time() - asked)
 
 
 async def serve_metrics(
     listener: trio.abc.Listener[trio.abc.Stream],
     metrics: MetricsConfig,
     snapshot: Callable[[], ServerStatistics],
-    context_of: Callable[[], ServerContext],
+    counters: Counters,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -190,7 +188,7 @@ async def serve_metrics(
             await close_stream(stream)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_measure_lag, context_of)
+        nursery.start_soon(_measure_lag, counters)
         task_status.started()
         async with listener:
             while True:

@@ -934,11 +934,9 @@ async def _start_metrics(nursery: trio.Nursery, server: Server, metrics: Metrics
     if bound is not None and bound.path is not None:
         server._metrics_path = bound.path
 
-    def context_of() -> ServerContext:
-        assert server._context is not None
-        return server._context
-
-    await nursery.start(serve_metrics, listener, metrics, server.statistics, context_of)
+    assert server._context is not None
+    counters = server._context.services.counters  # (shared by every configuration: a reload keeps them)
+    await nursery.start(serve_metrics, listener, metrics, server.statistics, counters)
     log.info("metrics on http://%s%s", bound, metrics.path)
 
 

@@ -264,9 +264,11 @@ class Supervisor:
         with trio.move_on_after(_READY_WAIT):
             for event in generation.ready.values():
                 await event.wait()
-        failed = [
-            n for n, event in generation.ready.items() if not event.is_set() or generation.popens[n].poll() is not None
-        ]
+        def failed_to_start(number: int) -> bool:
+            popen = generation.popens.get(number)  # (None: not even started)
+            return not generation.ready[number].is_set() or popen is None or popen.poll() is not None
+
+        failed = [n for n in generation.ready if failed_to_start(n)]
         if failed:
             generation.retired = True
             for popen in generation.popens.values():

@@ -34,7 +34,6 @@ from wstrio._io.handlers.cgi import cgi, fastcgi, scgi
 from wstrio._io.handlers.cgi.redirect import RedirectedExchange
 from wstrio._io.http.exchange import Exchange, send_simple
 from wstrio._sansio.limits import BUSY_RETRY_AFTER, allowed, client_key
-from wstrio._sansio.metrics import route_label
 
 if TYPE_CHECKING:
     from wstrio._io.context import RouteMatch, ServerContext
@@ -150,7 +149,7 @@ async def dispatch(exchange: Exchange, ctx: ServerContext) -> None:
             counters.h2_streams_open -= 1
         if top:
             fields: Mapping[str, object] = getattr(exchange, "log_fields", _NO_FIELDS)
-            label = route_label(match.route) if match is not None else None
+            label = match.label if match is not None else None
             counters.finished(label, getattr(exchange, "status", None), request.websocket, fields)
 
 

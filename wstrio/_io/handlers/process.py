@@ -38,13 +38,12 @@ from wstrio._config import Route, ServerConfig
 from wstrio._errors import HandshakeRejected
 from wstrio._io.backends.process import SpawnedProcess
 from wstrio._io.http.exchange import Exchange, send_simple
+from wstrio._io.route_tunnels import log_tunnel_end, route_codec, tunnel_settings
 from wstrio._io.streams.pipes import close_stream
-from wstrio._io.streams.route_settings import framing_of, tunnel_settings
 from wstrio._io.streams.tunnel import run_tunnel
 from wstrio._sansio.cgi.environ import build_cgi_environ
 from wstrio._sansio.http.request import Request
 from wstrio._sansio.limits import BUSY_RETRY_AFTER
-from wstrio._sansio.websocket.codec import WebSocketCodec
 from wstrio._sansio.websocket.handshake import accept_headers, check_websocket
 from wstrio._version import __version__
 
@@ -139,19 +138,16 @@ def _spawn(route: Route, environ: dict[str, str], ctx: ServerContext) -> _Starte
         OSError: it cannot be started (the message names it).
     """
     stderr_target: int | None
-    child_fds: list[int] = []
+    ours: socket.socket | None = None
+    master: int | None = None
     if route.pty:
         master, slave = os.openpty()
         tty.setraw(slave)  # no echo, no CR/LF translation: bytes as they are
-        child_in = child_out = slave
-        child_fds.append(slave)
-        parent_end: trio.abc.Stream = _PtyStream(trio.lowlevel.FdStream(master))
+        child_out = slave
     else:
         ours, theirs = socket.socketpair()
-        child_in = child_out = theirs.fileno()
-        child_fds.append(theirs.detach())
-        ours.setblocking(False)
-        parent_end = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        child_out = theirs.detach()
+    child_fds = [child_out]
     stderr_read: int | None = None
     if route.stderr == "client":
         stderr_target = child_out
@@ -164,7 +160,7 @@ def _spawn(route: Route, environ: dict[str, str], ctx: ServerContext) -> _Starte
     try:
         popen = subprocess.Popen(
             list(route.command),
-            stdin=child_in,
+            stdin=child_out,
             stdout=child_out,
             stderr=stderr_target,
             cwd=str(route.working_directory) if route.working_directory is not None else None,
@@ -172,13 +168,15 @@ def _spawn(route: Route, environ: dict[str, str], ctx: ServerContext) -> _Starte
             close_fds=True,
             process_group=0,
             # No preexec_fn (PR_SET_PDEATHSIG): it would force a fork of the whole server per connection
-            # instead of vfork, five times slower; the keeper kills the group if wstrio dies, as for CGI.
+            # instead of vfork, halving the handshake rate; the keeper kills the group if wstrio dies, as for CGI.
             restore_signals=True,
         )
     except OSError as exc:
-        if stderr_read is not None:
-            os.close(stderr_read)
-        trio.lowlevel.spawn_system_task(close_stream, parent_end)
+        for fd in (stderr_read, master):
+            if fd is not None:
+                os.close(fd)
+        if ours is not None:
+            ours.close()
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EACCES:
             reason += " (is it executable? chmod +x)"
@@ -188,6 +186,13 @@ def _spawn(route: Route, environ: dict[str, str], ctx: ServerContext) -> _Starte
         for fd in child_fds:
             os.close(fd)
     process = SpawnedProcess(popen, None, signal.SIGTERM, ctx.keeper)
+    parent_end: trio.abc.Stream
+    if ours is not None:
+        ours.setblocking(False)
+        parent_end = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    else:
+        assert master is not None
+        parent_end = _PtyStream(trio.lowlevel.FdStream(master))
     stderr = trio.lowlevel.FdStream(stderr_read) if stderr_read is not None else None
     return _Started(process, parent_end, stderr)
 
@@ -260,17 +265,8 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
                     return 1011, f"the program exited with status {status}"
                 return 1000, "the program closed its output"
 
-            framing = framing_of(route)
-            codec = WebSocketCodec(
-                binary=accept.binary,
-                leftover=upgraded.leftover,
-                max_frame_size=route.max_frame_size,
-                max_message_size=route.max_message_size,
-                encode_message=framing.encode if framing is not None else None,
-            )
-            settings = attrs.evolve(
-                tunnel_settings(config, route, 0.0, 0.0), framing=framing, backend_ended=program_ended
-            )
+            codec = route_codec(route, binary=accept.binary, leftover=upgraded.leftover)
+            settings = attrs.evolve(tunnel_settings(config, route, 0.0, 0.0), backend_ended=program_ended)
             try:
                 outcome = await run_tunnel(
                     upgraded.stream, started.stream, codec, settings, ctx.timers, ctx.hub, ctx.budget
@@ -278,21 +274,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
             finally:
                 status = await process.stop(route.kill_grace)
                 nursery.cancel_scope.cancel()
-            exchange.set_log_fields(
-                close_code=outcome.code,
-                close_code_received=outcome.received_code,
-                closed_by=outcome.by,
-                close_reason=outcome.reason or None,
-                bytes_from_client=outcome.bytes_from_client,
-                bytes_to_client=outcome.bytes_to_client,
-                messages_from_client=codec.messages_received,
-                messages_to_client=codec.messages_sent,
-            )
-            exchange.set_log_note(
-                f"program pid {process.pid} exited {status}; closed"
-                f" {outcome.code if outcome.code is not None else '-'} by {outcome.by}"
-                f"{': ' + outcome.reason if outcome.reason else ''} after {trio.current_time() - started_at:.1f}s"
-            )
+            log_tunnel_end(exchange, outcome, codec, f"program pid {process.pid} exited {status};", started_at)
     finally:
         state.processes -= 1
         with trio.CancelScope(shield=True):

@@ -15,9 +15,8 @@ import trio
 
 from wstrio._errors import BackendUnavailable, HandshakeRejected
 from wstrio._io.http.exchange import Exchange, send_simple
-from wstrio._io.streams.route_settings import framing_of, tunnel_settings
+from wstrio._io.route_tunnels import log_tunnel_end, route_codec, tunnel_settings
 from wstrio._io.streams.tunnel import run_tunnel
-from wstrio._sansio.websocket.codec import WebSocketCodec
 from wstrio._sansio.websocket.handshake import accept_headers, check_websocket
 
 if TYPE_CHECKING:
@@ -47,14 +46,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
     try:
         async with match.backends.connect(request) as lease:
             upgraded = await exchange.upgrade(accept_headers(accept, h2=request.h2))
-            framing = framing_of(route)
-            codec = WebSocketCodec(
-                binary=accept.binary,
-                leftover=upgraded.leftover,
-                max_frame_size=route.max_frame_size,
-                max_message_size=route.max_message_size,
-                encode_message=framing.encode if framing is not None else None,
-            )
+            codec = route_codec(route, binary=accept.binary, leftover=upgraded.leftover)
             settings = tunnel_settings(config, route, lease.backend.read_timeout, lease.backend.write_timeout)
             started = trio.current_time()
             exchange.set_log_fields(backend=str(lease.address))
@@ -76,21 +68,7 @@ async def handle(exchange: Exchange, match: RouteMatch, ctx: ServerContext) -> N
                         messages_to_client=codec.messages_sent,
                     )
                 raise
-            exchange.set_log_fields(
-                close_code=outcome.code,
-                close_code_received=outcome.received_code,
-                closed_by=outcome.by,
-                close_reason=outcome.reason or None,
-                bytes_from_client=outcome.bytes_from_client,
-                bytes_to_client=outcome.bytes_to_client,
-                messages_from_client=codec.messages_received,
-                messages_to_client=codec.messages_sent,
-            )
-            exchange.set_log_note(
-                f"tunnel to {lease.address} closed {outcome.code if outcome.code is not None else '-'}"
-                f" by {outcome.by}{': ' + outcome.reason if outcome.reason else ''}"
-                f" after {trio.current_time() - started:.1f}s"
-            )
+            log_tunnel_end(exchange, outcome, codec, f"tunnel to {lease.address}", started)
     except BackendUnavailable as exc:
         log.warning("%s: %s", request.path, exc)
         exchange.set_log_note(str(exc))
