@@ -264,6 +264,7 @@ class Supervisor:
         with trio.move_on_after(_READY_WAIT):
             for event in generation.ready.values():
                 await event.wait()
+
         def failed_to_start(number: int) -> bool:
             popen = generation.popens.get(number)  # (None: not even started)
             return not generation.ready[number].is_set() or popen is None or popen.poll() is not None
